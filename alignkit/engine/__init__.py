@@ -1,0 +1,22 @@
+"""Training machinery around mmengine's Runner: hooks, and the mmengine compatibility fixes.
+
+``alignkit.registry.HOOKS`` and ``METRICS`` look here (lazy ``locations``), so
+importing this package registers every hook. ``compat`` holds every workaround
+for mmengine 0.10 on current torch and on CPU-only machines; ``apply_compat``
+applies them all and is called by ``alignkit.cli.train.main``.
+"""
+from alignkit.engine.compat import (
+    allow_checkpoint_globals,
+    apply_compat,
+    install_checkpoint_loader,
+    load_checkpoint_file,
+)
+from alignkit.engine.hooks import RNGStateHook
+
+__all__ = [
+    "RNGStateHook",
+    "allow_checkpoint_globals",
+    "apply_compat",
+    "install_checkpoint_loader",
+    "load_checkpoint_file",
+]

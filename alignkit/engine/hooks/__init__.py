@@ -1,0 +1,4 @@
+"""Runner hooks of alignkit; each registers itself in ``alignkit.registry.HOOKS``."""
+from alignkit.engine.hooks.rng_state_hook import RNGStateHook
+
+__all__ = ["RNGStateHook"]

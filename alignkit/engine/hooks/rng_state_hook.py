@@ -1,0 +1,94 @@
+"""``RNGStateHook``: carry the random-number generators' state through a checkpoint.
+
+mmengine's resume re-seeds every generator from the run's seed, so after a
+resume the training step draws different random numbers (dropout masks, the
+SEA samplers' draws) than an uninterrupted run would have drawn. This hook
+stores the torch (CPU and current accelerator), numpy and Python generators in
+the checkpoint and puts them back when training starts again, so a resumed run
+continues the same random stream.
+
+The state is taken when the checkpoint is written, so it is exact when nothing
+between that moment and the next training step draws from the main process's
+generators; with ``num_workers > 0`` data transforms draw in the workers, whose
+seeds mmengine already derives from the run's seed.
+
+Several processes: only the process that writes the checkpoint (rank 0) is
+saved. With ``randomness.diff_rank_seed=False`` (the default) every rank seeds
+alike, and its state is put back on every rank; with ``diff_rank_seed=True``
+only rank 0 gets its state back and the other ranks start again from their
+seeds (logged), since giving them rank 0's stream would make the ranks draw alike.
+"""
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from alignkit.registry import HOOKS
+
+_KEY = "rng_state"
+
+
+def _get_state() -> dict:
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = dict(
+        torch=torch.get_rng_state(),
+        # numpy's key array as a tensor: a weights_only load accepts tensors, not ndarrays.
+        numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian),
+        python=random.getstate(),
+    )
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_state(state: dict) -> None:
+    # A resume maps the checkpoint to the training device; generator states live on the CPU.
+    torch.set_rng_state(state["torch"].cpu())
+    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Save the generators' state in each checkpoint and restore it when a resumed run starts.
+
+    Add it to a config with ``custom_hooks = [dict(type='RNGStateHook')]``.
+    Checkpoints without the state (older ones) resume as mmengine does, from the seed.
+    """
+
+    # Restore after every other hook's before_train, so that the stream picks
+    # up exactly where the interrupted run's next iteration would have.
+    priority = "LOWEST"
+
+    def __init__(self) -> None:
+        self._loaded: dict | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[_KEY] = _get_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Keep it until training starts: mmengine's resume may re-seed after loading.
+        self._loaded = checkpoint.get(_KEY)
+
+    def before_train(self, runner) -> None:
+        state, self._loaded = self._loaded, None
+        if state is None:
+            return
+        diff_rank_seed = (runner.cfg.get("randomness") or {}).get("diff_rank_seed", False)
+        if runner.rank != 0 and diff_rank_seed:
+            print_log(
+                f"RNGStateHook: rank {runner.rank} restarts its random stream from its seed "
+                "(the checkpoint holds rank 0's state and diff_rank_seed=True)",
+                logger="current",
+                level=logging.WARNING,
+            )
+            return
+        _set_state(state)

@@ -1,0 +1,115 @@
+"""The mmengine compatibility fixes of ``alignkit.engine.compat``, one by one (the runs are in the other files)."""
+import collections
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from engine_toy import ToyRegressionDataset
+from mmengine.config import Config
+from mmengine.device import get_device
+from mmengine.logging import MessageHub
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+from alignkit.engine import compat
+
+on_cpu = pytest.mark.skipif(get_device() != "cpu", reason="checks the CPU-only path")
+
+
+@pytest.fixture
+def loader():
+    assert compat.install_checkpoint_loader()
+    assert compat.install_checkpoint_loader()  # idempotent
+    assert CheckpointLoader._get_checkpoint_loader("/any/local/file.pth") is compat.load_from_local_safe
+
+
+def test_mmengine_checkpoint_loads_weights_only(tmp_path, loader):
+    hub = MessageHub(name="compat-test")
+    for step, loss in enumerate([0.5, 0.25, 0.125]):
+        hub.update_scalar("train/loss", loss)
+        hub.update_info("iter", step)
+    checkpoint = dict(
+        meta=dict(iter=3, seed=7, dataset_meta=dict(name="x")),
+        state_dict=collections.OrderedDict(w=torch.arange(6.0).reshape(2, 3)),
+        message_hub=hub.state_dict(),
+        numpy=dict(array=np.arange(4, dtype=np.int32), scalar=np.float64(1.5)),
+    )
+    path = tmp_path / "ckpt.pth"
+    torch.save(checkpoint, path)
+
+    loaded = _load_checkpoint(str(path), map_location="cpu")  # mmengine's own entry point
+    assert torch.equal(loaded["state_dict"]["w"], checkpoint["state_dict"]["w"])
+    values, _counts = loaded["message_hub"]["log_scalars"]["train/loss"].data
+    np.testing.assert_array_equal(values, [0.5, 0.25, 0.125])
+    assert loaded["message_hub"]["log_scalars"]["train/loss"].mean() == pytest.approx(0.875 / 3)
+    np.testing.assert_array_equal(loaded["numpy"]["array"], np.arange(4, dtype=np.int32))
+    assert loaded["numpy"]["scalar"] == 1.5 and loaded["meta"]["iter"] == 3
+
+
+def test_restricted_getattr_is_not_a_general_getattr(tmp_path, loader):
+    # Pickle reaches a classmethod through getattr(OrderedDict, 'fromkeys'): the
+    # stand-in for builtins.getattr must refuse anything but HistoryBuffer's methods.
+    path = tmp_path / "getattr.pth"
+    torch.save(dict(f=collections.OrderedDict.fromkeys), path)
+    with pytest.raises(pickle.UnpicklingError, match="fromkeys"):
+        _load_checkpoint(str(path), map_location="cpu")
+
+
+def test_unknown_global_is_named_and_can_be_allowed(tmp_path, loader, monkeypatch):
+    monkeypatch.setattr(compat, "_extra_globals", [])
+    path = tmp_path / "custom.pth"
+    torch.save(dict(meta=dict(dataset=ToyRegressionDataset(num_samples=2))), path)
+    with pytest.raises(pickle.UnpicklingError, match=r"engine_toy\.ToyRegressionDataset.*allow_checkpoint_globals"):
+        _load_checkpoint(str(path), map_location="cpu")
+
+    compat.allow_checkpoint_globals(ToyRegressionDataset)
+    loaded = _load_checkpoint(str(path), map_location="cpu")
+    assert torch.equal(loaded["meta"]["dataset"].inputs, ToyRegressionDataset(num_samples=2).inputs)
+
+
+def test_missing_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        compat.load_checkpoint_file(str(tmp_path / "nope.pth"))
+
+
+@on_cpu
+def test_cpu_ddp_wrapper_drops_device_ids():
+    cfg = Config(dict(launcher="pytorch", find_unused_parameters=True))
+    compat.cpu_model_wrapper(cfg)
+    assert cfg.model_wrapper_cfg == dict(
+        type="MMDistributedDataParallel", broadcast_buffers=False, find_unused_parameters=True, device_ids=None
+    )
+    # A config's own wrapper keeps its settings and gains device_ids=None only.
+    cfg = Config(dict(launcher="pytorch", model_wrapper_cfg=dict(type="MMDistributedDataParallel", static_graph=True)))
+    compat.cpu_model_wrapper(cfg)
+    assert cfg.model_wrapper_cfg == dict(type="MMDistributedDataParallel", static_graph=True, device_ids=None)
+    # FlexibleRunner: the DDP strategy's wrapper.
+    cfg = Config(dict(launcher="pytorch", strategy=dict(type="DDPStrategy")))
+    compat.cpu_model_wrapper(cfg)
+    assert cfg.strategy["model_wrapper"]["device_ids"] is None
+    # Not distributed: nothing to change.
+    cfg = Config(dict(launcher="none"))
+    compat.cpu_model_wrapper(cfg)
+    assert "model_wrapper_cfg" not in cfg
+
+
+@on_cpu
+def test_pytorch_launcher_without_torchrun_environment_names_what_is_missing(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match=r"RANK.*torch\.distributed\.run"):
+        compat.init_cpu_distributed(Config(dict(launcher="pytorch")))
+    assert not compat.init_cpu_distributed(Config(dict(launcher="none")))
+
+
+def test_deepspeed_strategy_needs_the_deepspeed_optim_wrapper(monkeypatch):
+    # Pretend deepspeed is installed: the wrapper check comes after the import check.
+    monkeypatch.setattr(compat.importlib.util, "find_spec", lambda name: object())
+    cfg = Config(dict(strategy=dict(type="DeepSpeedStrategy"), optim_wrapper=dict(type="AmpOptimWrapper")))
+    with pytest.raises(ValueError, match="DeepSpeedOptimWrapper.*'AmpOptimWrapper'"):
+        compat.check_deepspeed(cfg)
+    cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=dict(type="AdamW"), clip_grad=dict(max_norm=1))
+    with pytest.raises(ValueError, match=r"clip_grad -> strategy\.gradient_clipping"):
+        compat.check_deepspeed(cfg)
+    cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=dict(type="AdamW"))
+    compat.check_deepspeed(cfg)
