@@ -1,0 +1,476 @@
+"""The offline label cache: its on-disk format and ``LabelCache``, the reader.
+
+``tools/extract_labels.py`` runs a labeler once over a LLaVA-format dataset and
+writes what it produced here; training then reads ``PatchLabels`` by sample id
+instead of running the labeler's encoder on every step.
+
+Layout of a cache directory::
+
+    OUT/manifest.json                 what produced the labels (see below), written atomically
+    OUT/failures.jsonl                one JSON line per image that could not be read
+    OUT/shards/shard-00000.safetensors
+
+A shard is a plain safetensors file (readable with ``safetensors.numpy.load_file``)
+holding, for the images of ``shard_size`` consecutive image rows of the annotation
+file (file order; failed images left out):
+
+- ``words``  (N, P, K): word ids in the smallest type that holds the word list:
+  ``uint16`` when V < 65,536, with the empty slot (−1 in ``PatchLabels``) stored
+  as 65,535 (no real id reaches it, since ids are < V <= 65,535); otherwise
+  ``int32`` with −1 kept as is.
+- ``scores`` (N, P, K) float16 (0 in empty slots).
+- metadata key ``alignkit``: a JSON string with the run key, the shard index, the
+  JSON-row range, the sample ids in order, and the failures of that shard.
+
+The manifest records the labeler's ``fingerprint()`` (encoder, weights, word list,
+prompt, transform, top-n, ...), the precision, the annotation file's sha256, the
+layout (shard size, grid, K, V, dtypes) and, once the run is complete, the
+sha256 and byte size of every shard. ``LabelCache`` refuses a cache whose
+fingerprint differs from the labeler it is used with, naming the field.
+
+Everything here is pure Python / numpy / torch: shards are read through
+``np.memmap``, so a random sample id costs one small read, not a shard load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from alignkit.structures import EMPTY_WORD, PatchLabels
+
+FORMAT_NAME = "alignkit-label-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FAILURES = "failures.jsonl"
+SHARD_DIR = "shards"
+META_KEY = "alignkit"  # the safetensors metadata key holding a shard's own description
+UINT16_EMPTY = np.iinfo(np.uint16).max  # 65535: the empty slot in uint16 shards
+
+# Manifest entries that describe the result of a run, not what it was asked to do;
+# they are left out when a restarted run is compared with the one it resumes.
+_RESULT_KEYS = ("complete", "shards", "summary")
+# Where the inputs were found, recorded for the reader but not compared: moving a
+# dataset does not change it (its content is pinned by data.ann_sha256).
+_LOCATION_KEYS = ("ann_file", "image_folder")
+
+_ST_DTYPES = {"U16": np.dtype("<u2"), "I32": np.dtype("<i4"), "F16": np.dtype("<f2")}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+# --- word ids ----------------------------------------------------------------
+def word_dtype_for(num_words: int) -> np.dtype:
+    """The on-disk dtype of word ids for a word list of ``num_words`` words."""
+    if not isinstance(num_words, (int, np.integer)) or isinstance(num_words, bool) or num_words < 1:
+        raise ValueError(f"num_words must be a positive int, got {num_words!r}")
+    # uint16 keeps 65535 free for the empty slot only while every id is < 65535.
+    return np.dtype("<u2") if num_words < 65536 else np.dtype("<i4")
+
+
+def encode_words(words: torch.Tensor, num_words: int) -> np.ndarray:
+    """Long[..] word ids (−1 empty) -> the on-disk array (see the module docstring)."""
+    dtype = word_dtype_for(num_words)
+    w = words.detach().to("cpu", torch.long)
+    if w.numel():
+        lo, hi = int(w.min()), int(w.max())
+        if lo < EMPTY_WORD or hi >= num_words:
+            raise ValueError(
+                f"words has ids in [{lo}, {hi}]; expected ids in [0, {num_words}) or {EMPTY_WORD} for an empty slot"
+            )
+    arr = w.numpy()
+    if dtype == np.dtype("<u2"):
+        arr = np.where(arr == EMPTY_WORD, UINT16_EMPTY, arr)
+    return np.ascontiguousarray(arr.astype(dtype))
+
+
+def decode_words(arr: np.ndarray) -> torch.Tensor:
+    """The on-disk word array -> Long[..] with −1 in empty slots."""
+    out = torch.from_numpy(np.asarray(arr).astype(np.int64))
+    if arr.dtype == np.dtype("<u2"):
+        out[out == int(UINT16_EMPTY)] = EMPTY_WORD
+    return out
+
+
+def encode_scores(scores: torch.Tensor) -> np.ndarray:
+    """Float[..] scores -> float16 (refusing values float16 cannot hold)."""
+    s = scores.detach().to("cpu", torch.float32)
+    if s.numel() and not bool(torch.isfinite(s).all()):
+        raise ValueError("scores contains NaN or inf; refusing to write it to the label cache")
+    if s.numel() and float(s.abs().max()) > float(np.finfo(np.float16).max):
+        raise ValueError(f"scores has |value| {float(s.abs().max())} beyond float16's range (65504)")
+    return np.ascontiguousarray(s.numpy().astype("<f2"))
+
+
+# --- files -------------------------------------------------------------------
+def shard_name(index: int) -> str:
+    """Path of shard ``index`` relative to the cache directory."""
+    return f"{SHARD_DIR}/shard-{index:05d}.safetensors"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not let a directory be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Write ``chunks`` to ``path`` through ``path + '.tmp'`` and a rename.
+
+    A reader (or a restarted run) sees either the old file or the whole new one,
+    never a part: the temp file is fsynced before ``os.replace``. Returns the
+    sha256 and size of what was written (hashed on the way, not re-read).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    h, n = hashlib.sha256(), 0
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            h.update(chunk)
+            n += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return h.hexdigest(), n
+
+
+def canonical_json(obj: Any) -> str:
+    """One fixed text per value (sorted keys), so equal content gives equal bytes."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    write_bytes_atomic(path, [text.encode("utf-8")])
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    write_bytes_atomic(path, [(canonical_json(r) + "\n").encode("utf-8") for r in records])
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_shard(
+    path: str | os.PathLike, words: np.ndarray, scores: np.ndarray, meta: Mapping[str, Any]
+) -> tuple[str, int]:
+    """Write one shard atomically as a safetensors file with byte-stable content; ``(sha256, bytes)``.
+
+    The header is written here (not by the safetensors library) so that the same
+    labels always give the same bytes: sorted keys, one metadata entry, fixed
+    tensor order. That is what makes a resumed run byte-identical to a fresh one.
+    """
+    if words.shape != scores.shape or words.ndim != 3:
+        raise ValueError(f"words {words.shape} and scores {scores.shape} must share one (N, P, K) shape")
+    if words.dtype not in (np.dtype("<u2"), np.dtype("<i4")):
+        raise ValueError(f"words dtype must be uint16 or int32, got {words.dtype}")
+    if scores.dtype != np.dtype("<f2"):
+        raise ValueError(f"scores dtype must be float16, got {scores.dtype}")
+    words = np.ascontiguousarray(words)
+    scores = np.ascontiguousarray(scores)
+    header = {
+        "__metadata__": {META_KEY: canonical_json(dict(meta))},
+        "words": {"dtype": _ST_NAMES[words.dtype], "shape": list(words.shape), "data_offsets": [0, words.nbytes]},
+        "scores": {
+            "dtype": "F16",
+            "shape": list(scores.shape),
+            "data_offsets": [words.nbytes, words.nbytes + scores.nbytes],
+        },
+    }
+    head = canonical_json(header).encode("utf-8")
+    head += b" " * (-len(head) % 8)  # safetensors pads the header to 8 bytes with spaces
+    return write_bytes_atomic(path, [struct.pack("<Q", len(head)), head, words.tobytes(), scores.tobytes()])
+
+
+def read_shard_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
+    """``(tensors, meta, data_start)`` of a shard; ``ValueError`` if it is not one.
+
+    ``tensors`` maps a name to its safetensors entry; ``meta`` is the shard's own
+    description (run key, ids, failures).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"shard {path} is truncated ({size} bytes): no safetensors header")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise ValueError(f"shard {path} is truncated: header of {n} bytes in a file of {size}")
+        try:
+            header = json.loads(f.read(n))
+            meta = json.loads(header["__metadata__"][META_KEY])
+            tensors = {k: header[k] for k in ("words", "scores")}
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"shard {path} has an unreadable header ({type(e).__name__}: {e})") from None
+    end = max(t["data_offsets"][1] for t in tensors.values())
+    if 8 + n + end != size:
+        raise ValueError(f"shard {path} has {size} bytes but its header describes {8 + n + end}")
+    return tensors, meta, 8 + n
+
+
+def _memmap(path: Path, entry: dict, data_start: int) -> np.ndarray:
+    dtype = _ST_DTYPES[entry["dtype"]]
+    shape = tuple(entry["shape"])
+    begin = entry["data_offsets"][0]
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype)  # np.memmap refuses zero-length maps
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
+
+
+# --- manifest comparison -----------------------------------------------------
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def diff_fields(recorded: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
+    """``[(dotted.field, recorded value, current value)]`` for every field that differs.
+
+    Both sides go through JSON first, so a tuple and a list compare equal, as they
+    would after a round trip through the manifest. A missing field shows as
+    ``'<missing>'``.
+    """
+    a = _flatten(json.loads(json.dumps(recorded)))
+    b = _flatten(json.loads(json.dumps(current)))
+    missing = "<missing>"
+    return [
+        (k, a.get(k, missing), b.get(k, missing))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, missing) != b.get(k, missing)
+    ]
+
+
+def format_diff(diffs: list[tuple[str, Any, Any]], left: str, right: str) -> str:
+    return "; ".join(f"{field}: {left} {a!r}, {right} {b!r}" for field, a, b in diffs)
+
+
+def run_spec(manifest: Mapping) -> dict:
+    """The part of a manifest a restarted run must agree with (inputs, not results)."""
+    spec = {k: v for k, v in manifest.items() if k not in _RESULT_KEYS}
+    if "data" in spec:
+        spec["data"] = {k: v for k, v in spec["data"].items() if k not in _LOCATION_KEYS}
+    return spec
+
+
+def run_key(manifest: Mapping) -> str:
+    """sha256 of the run spec: stamped into every shard so a shard names its run."""
+    spec = run_spec(manifest)
+    spec.pop("run_key", None)
+    return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no label cache at {root}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not an alignkit label-cache manifest (format != {FORMAT_NAME!r})")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {manifest.get('version')!r}; this alignkit reads version {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+# --- the reader --------------------------------------------------------------
+class LabelCache:
+    """``PatchLabels`` by sample id, from a directory written by ``tools/extract_labels.py``.
+
+    Args:
+        root: the cache directory (``--out`` of the tool).
+        expect: a labeler ``fingerprint()`` the cache must have been made with;
+            any differing field raises ``ValueError`` naming it. ``None`` skips
+            the check (call ``check(labeler)`` later).
+        verify: also check every shard's sha256 against the manifest now. Opening
+            always checks each shard's size and run key (cheap); the full hash
+            reads every byte, so it is opt-in (or call ``verify()``).
+
+    ``cache[sample_id]`` is a ``PatchLabels`` with B = 1; ``cache.get_batch(ids)``
+    stacks several (in the order given). Ids are compared as strings (the LLaVA
+    JSON ``id`` passed through ``str``). An id whose image failed raises
+    ``KeyError`` saying it is listed in ``failures.jsonl``.
+
+    Open the cache before forking DataLoader workers or inside them, both work:
+    memory maps are (re)opened per process.
+    """
+
+    def __init__(self, root: str | os.PathLike, expect: Mapping | None = None, verify: bool = False) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if not self.manifest.get("complete"):
+            raise ValueError(
+                f"label cache {self.root} is incomplete (its extraction was interrupted); "
+                "run the same extract_labels command again to finish it"
+            )
+        layout = self.manifest["layout"]
+        self.grid: tuple[int, int] = tuple(layout["grid"])
+        self.top_n: int = int(layout["top_n"])
+        self.num_words: int = int(layout["num_words"])
+        self._word_dtype = np.dtype(layout["word_dtype"]).newbyteorder("<")
+        if expect is not None:
+            self._check_fingerprint(expect)
+
+        key = self.manifest["run_key"]
+        self._shards: list[dict] = self.manifest["shards"]
+        self._entries: list[tuple[Path, dict, int]] = []
+        ids: list[str] = []
+        shard_of: list[np.ndarray] = []
+        self.failures: dict[str, dict] = {}
+        for s, rec in enumerate(self._shards):
+            path = self.root / rec["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"label cache {self.root}: shard {rec['file']} is missing")
+            size = path.stat().st_size
+            if size != rec["bytes"]:
+                raise ValueError(
+                    f"label cache {self.root}: shard {rec['file']} has {size} bytes, the manifest says "
+                    f"{rec['bytes']} (corrupt or truncated; delete it and rerun extract_labels to rebuild it)"
+                )
+            tensors, meta, start = read_shard_header(path)
+            if meta.get("run_key") != key:
+                raise ValueError(f"label cache {self.root}: shard {rec['file']} was written by a different run")
+            if tensors["words"]["dtype"] != _ST_NAMES[self._word_dtype] or tensors["words"]["shape"][1:] != [
+                self.grid[0] * self.grid[1],
+                self.top_n,
+            ]:
+                raise ValueError(f"label cache {self.root}: shard {rec['file']} does not match the manifest's layout")
+            self._entries.append((path, tensors, start))
+            ids.extend(meta["ids"])
+            shard_of.append(np.full(len(meta["ids"]), s, dtype=np.int32))
+            for fail in meta["failures"]:
+                self.failures[str(fail["id"])] = fail
+        if verify:
+            self.verify()
+
+        # Sorted numpy arrays instead of a dict: ~20 MB for LLaVA-Pretrain, shared
+        # copy-on-write by forked DataLoader workers without refcount churn.
+        all_ids = np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
+        shard_idx = np.concatenate(shard_of) if shard_of else np.zeros(0, np.int32)
+        pos = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shard_of]) if shard_of else shard_idx
+        order = np.argsort(all_ids, kind="stable")
+        self._ids = all_ids[order]
+        self._shard_idx = shard_idx[order]
+        self._pos = pos[order]
+        if len(self._ids) > 1 and bool((self._ids[1:] == self._ids[:-1]).any()):
+            dup = self._ids[1:][self._ids[1:] == self._ids[:-1]][0]
+            raise ValueError(f"label cache {self.root}: sample id {dup!r} appears in more than one shard")
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pid = os.getpid()
+
+    # -- checks ---------------------------------------------------------------
+    def _check_fingerprint(self, expect: Mapping) -> None:
+        diffs = diff_fields(self.manifest["labeler"], expect)
+        if diffs:
+            raise ValueError(
+                f"label cache {self.root} was made by a different labeler/transform; differing field(s): "
+                + format_diff(diffs, "cache has", "labeler has")
+            )
+
+    def check(self, labeler) -> "LabelCache":
+        """Raise ``ValueError`` naming each field where ``labeler.fingerprint()`` differs."""
+        self._check_fingerprint(labeler.fingerprint())
+        return self
+
+    def verify(self) -> "LabelCache":
+        """Hash every shard; ``ValueError`` naming the first whose sha256 differs from the manifest."""
+        for rec in self._shards:
+            digest = sha256_file(self.root / rec["file"])
+            if digest != rec["sha256"]:
+                raise ValueError(
+                    f"label cache {self.root}: shard {rec['file']} is corrupt: sha256 {digest} != manifest "
+                    f"{rec['sha256']} (delete it and rerun extract_labels with the same command to rebuild it)"
+                )
+        return self
+
+    # -- reading --------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, sample_id) -> bool:
+        i = np.searchsorted(self._ids, str(sample_id))
+        return bool(i < len(self._ids) and self._ids[i] == str(sample_id))
+
+    @property
+    def ids(self) -> list[str]:
+        """All labelled sample ids (sorted as strings)."""
+        return self._ids.tolist()
+
+    def _arrays(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        if os.getpid() != self._pid:  # a forked worker: map the files anew
+            self._maps, self._pid = {}, os.getpid()
+        if s not in self._maps:
+            path, tensors, start = self._entries[s]
+            self._maps[s] = (_memmap(path, tensors["words"], start), _memmap(path, tensors["scores"], start))
+        return self._maps[s]
+
+    def _locate(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        q = np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
+        i = np.searchsorted(self._ids, q)
+        found = i < len(self._ids)
+        found[found] = self._ids[i[found]] == q[found]
+        if not found.all():
+            sid = ids[int(np.flatnonzero(~found)[0])]
+            if sid in self.failures:
+                f = self.failures[sid]
+                raise KeyError(
+                    f"sample id {sid!r} has no labels: its image failed during extraction and is listed in "
+                    f"{self.root / FAILURES} ({f['path']}: {f['reason']})"
+                )
+            raise KeyError(f"sample id {sid!r} is not in the label cache {self.root} ({len(self)} labelled samples)")
+        return self._shard_idx[i], self._pos[i]
+
+    def get_batch(self, ids) -> PatchLabels:
+        """``PatchLabels`` (B = len(ids)) in the order of ``ids``; words Long, scores float32."""
+        ids = [str(x) for x in ids]
+        if not ids:
+            raise ValueError("get_batch needs at least one sample id, got an empty list")
+        shard, pos = self._locate(ids)
+        p, k = self.grid[0] * self.grid[1], self.top_n
+        words = np.empty((len(ids), p, k), dtype=self._word_dtype)
+        scores = np.empty((len(ids), p, k), dtype=np.float16)
+        # One fancy-index read per shard touched, not one per sample.
+        for s in np.unique(shard):
+            rows = np.flatnonzero(shard == s)
+            w, sc = self._arrays(int(s))
+            words[rows] = w[pos[rows]]
+            scores[rows] = sc[pos[rows]]
+        return PatchLabels(decode_words(words), torch.from_numpy(scores.astype(np.float32)), self.grid)
+
+    def __getitem__(self, sample_id) -> PatchLabels:
+        return self.get_batch([sample_id])
+
+    def __repr__(self) -> str:
+        fp = self.manifest["labeler"]
+        return (
+            f"LabelCache({str(self.root)!r}, samples={len(self)}, failed={len(self.failures)}, "
+            f"grid={self.grid}, top_n={self.top_n}, num_words={self.num_words}, model={fp.get('model_name')!r})"
+        )

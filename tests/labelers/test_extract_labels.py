@@ -1,0 +1,340 @@
+"""``tools/extract_labels.py`` end to end: a tiny LLaVA-format dataset of real photographs.
+
+The labeler is the real ``CLIPTopNLabeler`` on the tiny random-weight open_clip
+ViT of ``conftest.py`` (4×4 grid), put in an open_clip ``local-dir`` so that a
+subprocess (the two-rank test) builds exactly the same model. The photographs
+are scikit-image's public-domain samples, shrunk; the dataset adds a text-only
+row, a missing file and a truncated JPEG.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from alignkit.cli.extract_labels import main
+from alignkit.labelers.cache import FAILURES, MANIFEST, LabelCache, read_shard_header, shard_name
+from alignkit.registry import LABELERS
+
+REPO = Path(__file__).resolve().parents[2]
+
+# (id, skimage sample or None for a text-only row, file name, how it is broken)
+ROWS = [
+    ("000000001", "astronaut", "00000/astronaut.jpg", None),
+    ("000000002", "chelsea", "00000/chelsea.png", None),
+    ("text-only", None, None, None),
+    ("000000003", None, "00000/missing.jpg", "missing"),
+    ("000000004", "coffee", "00001/coffee.jpg", None),
+    ("000000005", "chelsea", "00001/truncated.jpg", "truncated"),
+    ("000000006", "rocket", "00001/rocket.jpg", None),
+    ("000000007", "camera", "00001/camera.png", None),  # grayscale: must come out RGB
+    (8, "coins", "00002/coins.jpg", None),  # an int id: looked up as "8"
+]
+GOOD = [(str(i), f) for i, s, f, broken in ROWS if s is not None and broken is None]
+SHARD_SIZE = 3  # 8 image rows -> shards of rows [0,1,3] [4,5,6] [7,8]
+
+
+def build_dataset(root: Path) -> tuple[Path, Path]:
+    folder = root / "images"
+    rows = []
+    for sid, sample, file, broken in ROWS:
+        row = {"id": sid, "conversations": [{"from": "human", "value": "<image>\nDescribe the photo."},
+                                            {"from": "gpt", "value": f"a photo ({sample})"}]}
+        if file is not None:
+            row["image"] = file
+        rows.append(row)
+        if sample is None:
+            continue
+        path = folder / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(getattr(skdata, sample)())
+        img.resize((48, 36)).save(path)  # not square: the labeler's transform resizes and crops
+        if broken == "truncated":
+            raw = path.read_bytes()
+            path.write_bytes(raw[: len(raw) // 2])
+    ann = root / "blip_laion_cc_sbu_tiny.json"
+    ann.write_text(json.dumps(rows), encoding="utf-8")
+    return ann, folder
+
+
+def make_local_dir(tiny, root: Path, preprocess_cfg=None) -> str:
+    """The tiny ViT as an open_clip local-dir (config + weights), buildable from any process."""
+    root.mkdir(parents=True, exist_ok=True)
+    model_cfg = open_clip.get_model_config(tiny.VIT)
+    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
+                                                            "preprocess_cfg": preprocess_cfg or {}}))
+    shutil.copyfile(tiny.weights[tiny.VIT], root / "open_clip_pytorch_model.bin")
+    return f"local-dir:{root}"
+
+
+def write_config(path: Path, labeler: dict, label_data: dict) -> str:
+    path.write_text(f"labeler = {labeler!r}\nlabel_data = {label_data!r}\n", encoding="utf-8")
+    return str(path)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny, tmp_path_factory):
+    """Dataset, config and one uninterrupted reference extraction, shared by the module."""
+    root = tmp_path_factory.mktemp("extract")
+    ann, folder = build_dataset(root)
+    words = root / "words.txt"
+    words.write_text("\n".join(tiny.words) + "\n", encoding="utf-8")
+    labeler = dict(type="CLIPTopNLabeler", model_name=make_local_dir(tiny, root / "tiny-vit"), word_list=str(words),
+                   top_n=3, min_score=0.0, negate=True, prompt="{}", cache_dir=str(root / "text_banks"))
+    label_data = dict(ann_file=str(ann), image_folder=str(folder), batch_size=2, num_workers=0,
+                      shard_size=SHARD_SIZE)
+    config = write_config(root / "labels_tiny.py", labeler, label_data)
+    out = root / "reference"
+    assert main([config, "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    return dict(root=root, ann=ann, folder=folder, words=words, labeler=labeler, label_data=label_data,
+                config=config, out=out)
+
+
+def build_labeler(cfg: dict, **overrides):
+    return LABELERS.build(dict(cfg, device="cpu", **overrides))
+
+
+def run(config, out, *extra) -> int:
+    return main([config, "--out", str(out), "--device", "cpu", "--no-progress", *extra])
+
+
+# --- the cache it writes ---------------------------------------------------------
+def test_layout_manifest_and_checksums(setup):
+    out = setup["out"]
+    assert sorted(tree_bytes(out)) == [FAILURES, MANIFEST] + [shard_name(i) for i in range(3)]
+    m = json.loads((out / MANIFEST).read_text())
+    labeler = build_labeler(setup["labeler"])
+    assert m["complete"] is True and m["format"] == "alignkit-label-cache"
+    assert m["labeler"] == json.loads(json.dumps(labeler.fingerprint()))
+    for field in ("model_name", "weights_sha256", "word_list_sha256", "num_words", "prompt", "top_n", "transform"):
+        assert field in m["labeler"]
+    assert m["extraction"] == {"precision": "float32"}
+    assert m["data"]["ann_sha256"] == hashlib.sha256(setup["ann"].read_bytes()).hexdigest()
+    # 9 rows: 8 with an image (2 of them broken), 1 text-only
+    assert (m["data"]["num_rows"], m["data"]["num_images"], m["data"]["num_no_image"]) == (9, 8, 1)
+    assert m["layout"] == {"shard_size": 3, "num_shards": 3, "grid": [4, 4], "top_n": 3, "num_words": 20,
+                           "word_dtype": "uint16", "empty_word": 65535, "score_dtype": "float16"}
+    assert m["summary"] == {"num_labelled": 6, "num_failed": 2, "num_no_image": 1}
+    for rec in m["shards"]:
+        raw = (out / rec["file"]).read_bytes()
+        assert rec["sha256"] == hashlib.sha256(raw).hexdigest() and rec["bytes"] == len(raw)
+    # shards hold their rows in file order: rows 0,1,(3 missing) | 4,(5 truncated),6 | 7,8
+    ids = [read_shard_header(out / shard_name(i))[1]["ids"] for i in range(3)]
+    assert ids == [["000000001", "000000002"], ["000000004", "000000006"], ["000000007", "8"]]
+    assert [(r["first_row"], r["last_row"], r["num_labelled"], r["num_failed"]) for r in m["shards"]] == [
+        (0, 3, 2, 1), (4, 6, 2, 1), (7, 8, 2, 0)]
+
+
+def test_cache_equals_labeler_run_directly(setup):
+    labeler = build_labeler(setup["labeler"])
+    cache = LabelCache(setup["out"], expect=labeler.fingerprint(), verify=True)
+    assert len(cache) == len(GOOD)
+    # Independently: PIL -> RGB -> the labeler's transform -> the labeler, one image at a time.
+    direct = []
+    for _, file in GOOD:
+        with Image.open(setup["folder"] / file) as img:
+            x = labeler.transform(img.convert("RGB"))
+        direct.append(labeler(x[None]))
+    words = torch.cat([d.words for d in direct])
+    scores = torch.cat([d.scores for d in direct])
+    assert (words >= 0).any() and (words == -1).any()  # both filled and emptied slots are exercised
+
+    got = cache.get_batch([sid for sid, _ in reversed(GOOD)])
+    assert got.grid == labeler.grid == (4, 4)
+    assert torch.equal(got.words, words.flip(0))
+    # stored as float16: within float16's rounding (2^-11 relative) of the fp32 scores
+    torch.testing.assert_close(got.scores, scores.flip(0), rtol=2**-11, atol=1e-6)
+    one = cache[8]  # int ids are looked up as strings
+    assert one.batch_size == 1 and torch.equal(one.words, words[-1:])
+
+
+def test_failures_are_listed_counted_and_refused(setup, capsys):
+    lines = [json.loads(x) for x in (setup["out"] / FAILURES).read_text().splitlines()]
+    assert [(f["row"], f["id"], f["image"]) for f in lines] == [
+        (3, "000000003", "00000/missing.jpg"), (5, "000000005", "00001/truncated.jpg")]
+    assert lines[0]["path"] == os.path.join(str(setup["folder"]), "00000/missing.jpg")
+    assert lines[0]["reason"] == "file not found"
+    assert re.search("truncat", lines[1]["reason"], re.I), lines[1]["reason"]
+
+    cache = LabelCache(setup["out"])
+    with pytest.raises(KeyError, match=r"'000000005'.*failures\.jsonl.*truncated\.jpg"):
+        cache["000000005"]
+    with pytest.raises(KeyError, match="'text-only' is not in the label cache"):
+        cache["text-only"]
+
+    # the summary of a run counts them (rerun on a copy: everything is reused)
+    copy = setup["root"] / "summary-copy"
+    shutil.copytree(setup["out"], copy)
+    capsys.readouterr()
+    assert run(setup["config"], copy) == 0
+    out = capsys.readouterr().out
+    assert "9 (8 with an image, 1 without an image: skipped)" in out
+    assert "labelled: 6 images in 3 shards (0 written now, 3 reused)" in out
+    assert f"failed:   2 images (listed in {copy / FAILURES})" in out
+
+
+def test_warnings_name_each_failure_and_no_bar_without_tty(setup, tmp_path, capsys):
+    assert run(setup["config"], tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "skipping row 3 (id '000000003')" in err and "file not found" in err
+    assert "skipping row 5 (id '000000005')" in err
+    assert "img/s" not in err  # no tqdm bar: stderr is not a terminal here
+    assert "shard 3/3: 2 labelled, 0 failed" in err  # one line per shard instead
+
+
+def test_progress_bar_on_a_tty(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert run(setup["config"], tmp_path / "a") == 0
+    err = capsys.readouterr().err.replace("--no-progress", "")
+    assert "img/s" not in err  # --no-progress (passed by run()) wins over the tty
+    assert main([setup["config"], "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"labels: 100%.*8/8.*img/s", err), err
+
+
+# --- resume -----------------------------------------------------------------------
+def test_killed_run_resumes_to_identical_bytes(setup, tmp_path, capsys):
+    out = tmp_path / "resumed"
+    assert run(setup["config"], out, "--stop-after-shards", "1") == 0
+    assert sorted(tree_bytes(out)) == [MANIFEST, shard_name(0)]
+    with pytest.raises(ValueError, match="incomplete"):
+        LabelCache(out)
+    # What a kill mid-write leaves behind: a partial temp shard, a partial temp manifest.
+    ref = setup["out"]
+    partial = (ref / shard_name(1)).read_bytes()
+    (out / (shard_name(1) + ".tmp")).write_bytes(partial[: len(partial) // 3])
+    (out / (shard_name(0) + ".tmp")).write_bytes(partial[:10])  # stale: shard 0 is complete already
+    (out / (MANIFEST + ".tmp")).write_bytes((ref / MANIFEST).read_bytes()[:100])
+    assert run(setup["config"], out, "--stop-after-shards", "1") == 0  # a second interrupted attempt
+    assert run(setup["config"], out) == 0
+    assert "(1 written now, 2 reused)" in capsys.readouterr().out
+    assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_damaged_shard_is_detected_and_rebuilt_by_a_rerun(setup, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(setup["out"], out)
+    path = out / shard_name(1)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x55  # a score byte: the file still parses, only the checksum tells
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"shard-00001\.safetensors is corrupt: sha256"):
+        LabelCache(out, verify=True)
+    assert run(setup["config"], out) == 0
+    assert tree_bytes(out) == tree_bytes(setup["out"])
+    LabelCache(out, verify=True)
+
+
+def test_restart_with_another_config_is_refused(setup, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(setup["out"], out)
+    with pytest.raises(ValueError, match=r"labeler\.top_n: existing 3, this run 2"):
+        run(setup["config"], out, "--cfg-options", "labeler.top_n=2")
+    with pytest.raises(ValueError, match=r"layout\.shard_size: existing 3, this run 4"):
+        run(setup["config"], out, "--cfg-options", "label_data.shard_size=4")
+    assert tree_bytes(out) == tree_bytes(setup["out"])  # nothing was touched
+
+
+# --- refusing a mismatched labeler ------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(prompt="a photo of {}"), "prompt"),
+        (dict(top_n=2), "top_n"),
+        (dict(min_score=0.1), "min_score"),
+        (dict(negate=False), "negate"),
+        ("other_words", "word_list_sha256"),
+        ("other_transform", "transform.interpolation"),
+    ],
+)
+def test_mismatched_labeler_is_refused_naming_the_field(setup, tiny, tmp_path, overrides, field):
+    if overrides == "other_words":
+        other = tmp_path / "words.txt"
+        other.write_text("\n".join(tiny.words[:-1] + ["zebra"]) + "\n", encoding="utf-8")
+        overrides = dict(word_list=str(other))
+    elif overrides == "other_transform":
+        # same weights, bilinear instead of bicubic resizing
+        overrides = dict(model_name=make_local_dir(tiny, tmp_path / "vit", {"interpolation": "bilinear"}))
+    labeler = build_labeler(setup["labeler"], **overrides)
+    pattern = r"differing field\(s\):.*\b" + re.escape(field) + r": cache has"
+    with pytest.raises(ValueError, match=pattern):
+        LabelCache(setup["out"], expect=labeler.fingerprint())
+    with pytest.raises(ValueError, match=pattern):
+        LabelCache(setup["out"]).check(labeler)
+    LabelCache(setup["out"]).check(build_labeler(setup["labeler"]))  # the matching one passes
+
+
+# --- bad input --------------------------------------------------------------------
+def _config_with(setup, tmp_path, rows=None, **label_data):
+    ann = setup["ann"]
+    if rows is not None:
+        ann = tmp_path / "ann.json"
+        ann.write_text(json.dumps(rows), encoding="utf-8")
+    return write_config(tmp_path / "cfg.py", setup["labeler"], dict(setup["label_data"], ann_file=str(ann),
+                                                                    **label_data))
+
+
+def test_row_without_id_names_the_row(setup, tmp_path):
+    rows = [{"id": "a", "image": "x.jpg"}, {"id": "b"}, {"image": "y.jpg", "conversations": []}]
+    with pytest.raises(ValueError, match=r"row 2 has no 'id'"):
+        run(_config_with(setup, tmp_path, rows), tmp_path / "out")
+
+
+def test_duplicate_id_is_named(setup, tmp_path):
+    rows = [{"id": "a", "image": "x.jpg"}, {"id": "dup", "image": "y.jpg"}, {"id": "dup", "image": "z.jpg"}]
+    with pytest.raises(ValueError, match=r"duplicate sample id 'dup' in rows 1 and 2"):
+        run(_config_with(setup, tmp_path, rows), tmp_path / "out")
+
+
+def test_multi_image_row_is_refused(setup, tmp_path):
+    rows = [{"id": "a", "image": ["x.jpg", "y.jpg"]}]
+    with pytest.raises(ValueError, match=r"row 0 \(id 'a'\) has 'image' \['x.jpg', 'y.jpg'\]"):
+        run(_config_with(setup, tmp_path, rows), tmp_path / "out")
+
+
+def test_bad_label_data_keys(setup, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['batchsize'\]"):
+        run(_config_with(setup, tmp_path, batchsize=3), tmp_path / "out")
+    with pytest.raises(ValueError, match=r"label_data.shard_size must be an int >= 1, got 0"):
+        run(_config_with(setup, tmp_path, shard_size=0), tmp_path / "out")
+
+
+def test_dataloader_workers_give_the_same_bytes(setup, tmp_path):
+    out = tmp_path / "workers"
+    assert run(setup["config"], out, "--cfg-options", "label_data.num_workers=2") == 0
+    assert tree_bytes(out) == tree_bytes(setup["out"])
+
+
+# --- two ranks ---------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_write_what_one_writes(setup, tmp_path):
+    out = tmp_path / "two-ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(REPO / "tools" / "extract_labels.py"), setup["config"], "--out", str(out), "--device", "cpu",
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[rank 1] shard 2/3" in proc.stderr  # rank 1 took shard 1 (i % 2 == 1)
+    assert proc.stdout.count("done:") == 1  # only rank 0 reports
+    assert tree_bytes(out) == tree_bytes(setup["out"])
