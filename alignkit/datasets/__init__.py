@@ -1,0 +1,56 @@
+"""LLaVA data: formats, conversation templates, tokenizers, image preprocessing, collate, samplers.
+
+Importing this package registers ``LLaVADataset`` (DATASETS),
+``OpenCLIPImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
+``LengthGroupedSampler`` (DATA_SAMPLERS); the registries find them here lazily.
+"""
+
+from alignkit.datasets.collate import llava_collate
+from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SKIP_REASONS, BadSample
+from alignkit.datasets.image_processor import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    OpenCLIPImageProcessor,
+    expand_to_square,
+)
+from alignkit.datasets.llava_dataset import LLaVADataset
+from alignkit.datasets.samplers import LengthGroupedSampler, length_grouped_indices
+from alignkit.datasets.templates import (
+    TEMPLATES,
+    ChatTemplate,
+    ConversationTemplate,
+    PlainTemplate,
+    RoleFormat,
+    Segment,
+    encode_conversation,
+    get_template,
+    tokenize_with_image,
+)
+from alignkit.datasets.tokenizers import SentencePieceTokenizer, load_tokenizer
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "IMAGE_TOKEN_INDEX",
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "SKIP_REASONS",
+    "TEMPLATES",
+    "BadSample",
+    "ChatTemplate",
+    "ConversationTemplate",
+    "LLaVADataset",
+    "LengthGroupedSampler",
+    "OpenCLIPImageProcessor",
+    "PlainTemplate",
+    "RoleFormat",
+    "Segment",
+    "SentencePieceTokenizer",
+    "encode_conversation",
+    "expand_to_square",
+    "get_template",
+    "length_grouped_indices",
+    "llava_collate",
+    "load_tokenizer",
+    "tokenize_with_image",
+]

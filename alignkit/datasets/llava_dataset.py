@@ -1,0 +1,346 @@
+"""``LLaVADataset``: LLaVA-Pretrain and LLaVA instruction JSON, one sample per row.
+
+The annotation file is a JSON list of rows
+``{"id", "image" (optional, relative to image_folder), "conversations": [{"from", "value"}, ...]}``:
+``blip_laion_cc_sbu_558k.json`` (stage 1, template ``plain``) or
+``llava_v1_5_mix665k.json`` (stage 2, ``vicuna_v1``; rows without ``image``
+are text-only samples).
+
+Bad samples are never trained on and never silently masked. A sample whose
+conversation is malformed, whose image is missing or unreadable, that is too
+long, whose labels do not line up with its tokens, or that has nothing left to
+supervise raises ``BadSample`` inside ``prepare_data``; ``__getitem__`` then
+counts it under its reason (``skip_counts()``), logs the first few of each
+reason, and returns a randomly drawn replacement sample instead (mmengine's
+refetch). The returned sample carries ``skipped = {reason: 1}`` for the sample
+it replaces, so the counts also reach the main process from DataLoader workers
+(``llava_collate`` sums them per batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+from PIL import Image
+
+from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample
+from alignkit.datasets.templates import encode_conversation, get_template
+from alignkit.datasets.tokenizers import load_tokenizer
+from alignkit.registry import DATASETS, TRANSFORMS
+from alignkit.structures import EMPTY_WORD, PatchLabels
+
+# What a failed image open raises: a missing file first (it is an OSError too).
+_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _build_tokenizer(tokenizer):
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return load_tokenizer(tokenizer)
+    if isinstance(tokenizer, dict):
+        return load_tokenizer(**tokenizer)
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        raise ValueError(f"tokenizer must be a tokenizer, a path/name or a load_tokenizer dict, got {tokenizer!r}")
+    return tokenizer
+
+
+def _build_image_processor(processor):
+    if isinstance(processor, dict):
+        processor = TRANSFORMS.build(processor)
+    if not callable(processor):
+        raise ValueError(f"image_processor must be callable (PIL image -> tensor) or a config dict, got {processor!r}")
+    if not hasattr(processor, "blank") and not hasattr(processor, "image_size"):
+        raise ValueError("image_processor must have blank() or image_size, for the zero image of text-only rows")
+    return processor
+
+
+def _num_words(conversations: Any) -> int:
+    if not isinstance(conversations, list):
+        return 0
+    return sum(
+        len(t["value"].split()) for t in conversations if isinstance(t, dict) and isinstance(t.get("value"), str)
+    )
+
+
+@DATASETS.register_module()
+class LLaVADataset(BaseDataset):
+    """A LLaVA-format dataset (see the module docstring).
+
+    Args:
+        ann_file: the JSON annotation file (relative to ``data_root`` if given).
+        tokenizer: a tokenizer, a name/path, or a ``load_tokenizer`` kwargs dict.
+        template: a template name (``'plain'``, ``'vicuna_v1'``, ...), dict or object.
+        image_processor: PIL image -> Float[3, H, W]; an object or a TRANSFORMS
+            config such as ``dict(type='OpenCLIPImageProcessor', model_name='ViT-L-14-336',
+            pretrained='openai', pad_to_square=True)``.
+        image_folder: the folder the rows' ``image`` paths are relative to
+            (relative to ``data_root`` if given).
+        max_length: the longest sequence trained on, visual tokens included (2048 in LLaVA-1.5).
+        image_token_length: how many LLM positions one image takes (576 for
+            CLIP-L/336; LLaVA's own data-side check counts 1).
+        truncate: cut over-long samples to ``max_length`` (counted in the
+            sample's ``truncated``) instead of skipping them as ``too_long``.
+        label_cache: a label-cache directory written by ``tools/extract_labels.py``,
+            a dict of ``LabelCache`` kwargs (``root``, ``expect``, ...), or an
+            object with ``grid``, ``top_n`` and ``[sample_id] -> PatchLabels``
+            (B = 1, ``KeyError`` when missing); samples then carry their labels.
+            A directory is opened lazily, in each worker. Its labels must come
+            from the same image transform as ``image_processor`` (same padding).
+        log_limit: how many skipped samples per reason to log one by one
+            (after that, at 100, 1000, 10000, ...).
+        data_root, indices, serialize_data, lazy_init, max_refetch, test_mode:
+            as in mmengine's ``BaseDataset``; in test mode a bad sample raises.
+    """
+
+    def __init__(
+        self,
+        ann_file: str,
+        tokenizer,
+        template="plain",
+        image_processor=None,
+        image_folder: str = "",
+        max_length: int = 2048,
+        image_token_length: int = 1,
+        truncate: bool = False,
+        label_cache: str | dict | None = None,
+        log_limit: int = 10,
+        data_root: str = "",
+        indices=None,
+        serialize_data: bool = True,
+        lazy_init: bool = False,
+        max_refetch: int = 1000,
+        test_mode: bool = False,
+    ) -> None:
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if not isinstance(image_token_length, int) or image_token_length < 1:
+            raise ValueError(f"image_token_length must be a positive int, got {image_token_length!r}")
+        if image_processor is None:
+            raise ValueError("image_processor is required (it also sizes the zero image of text-only rows)")
+        self.tokenizer = _build_tokenizer(tokenizer)
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError(f"tokenizer {type(self.tokenizer).__name__} has no pad token; load it with pad_token=...")
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.template = get_template(template)
+        self.image_processor = _build_image_processor(image_processor)
+        self.max_length = max_length
+        self.image_token_length = image_token_length
+        self.truncate = bool(truncate)
+        self.label_cache_cfg, self._label_cache = None, None
+        if isinstance(label_cache, (str, os.PathLike)):
+            self.label_cache_cfg = dict(root=str(label_cache))
+        elif isinstance(label_cache, dict):
+            self.label_cache_cfg = dict(label_cache)
+        elif label_cache is not None:
+            if not all(hasattr(label_cache, a) for a in ("grid", "top_n", "__getitem__")):
+                raise ValueError(
+                    "label_cache must be a directory, a dict of LabelCache kwargs, or an object with grid, top_n "
+                    f"and [sample_id] -> PatchLabels; got {label_cache!r}"
+                )
+            self._label_cache = label_cache
+        self.log_limit = int(log_limit)
+        self._skips: Counter = Counter()
+        if data_root and image_folder and not os.path.isabs(image_folder):
+            image_folder = os.path.join(data_root, image_folder)
+        self.image_folder = image_folder or data_root
+        self._lengths = np.zeros(0, dtype=np.int64)
+        self._has_image = np.zeros(0, dtype=bool)
+        super().__init__(
+            ann_file=ann_file,
+            data_root=data_root,
+            indices=indices,
+            serialize_data=serialize_data,
+            lazy_init=lazy_init,
+            max_refetch=max_refetch,
+            test_mode=test_mode,
+        )
+
+    # --- annotations -----------------------------------------------------------
+    def load_data_list(self) -> list[dict]:
+        with open(self.ann_file, encoding="utf-8") as f:
+            rows = json.load(f)
+        if not isinstance(rows, list):
+            raise ValueError(f"ann_file {self.ann_file!r} must hold a JSON list of rows, got {type(rows).__name__}")
+        data_list = []
+        for i, row in enumerate(rows):
+            row = row if isinstance(row, dict) else {}
+            conversations = row.get("conversations")
+            data_list.append(
+                dict(
+                    sample_id=str(row.get("id", i)),
+                    image=row.get("image"),
+                    conversations=conversations,
+                    num_words=_num_words(conversations),
+                )
+            )
+        return data_list
+
+    def full_init(self) -> None:
+        # BaseDataset.full_init, plus the length arrays taken before serialisation
+        # empties data_list (and after `indices` picks the subset).
+        if self._fully_initialized:
+            return
+        self.data_list = self.load_data_list()
+        if self._indices is not None:
+            self.data_list = self._get_unserialized_subset(self._indices)
+        self._lengths = np.array([max(d["num_words"], 1) for d in self.data_list], dtype=np.int64)
+        self._has_image = np.array([d["image"] is not None for d in self.data_list], dtype=bool)
+        if self.serialize_data:
+            self.data_bytes, self.data_address = self._serialize_data()
+        self._fully_initialized = True
+
+    @property
+    def modality_lengths(self) -> np.ndarray:
+        """Int64[N]: word count of each row, negated for text-only rows (LLaVA's ``modality_lengths``)."""
+        self.full_init()
+        return np.where(self._has_image, self._lengths, -self._lengths)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Int64[N]: word count of each row, + 128 for an image (LLaVA's ``lengths``)."""
+        self.full_init()
+        return self._lengths + 128 * self._has_image
+
+    # --- one sample ------------------------------------------------------------
+    @property
+    def label_cache(self):
+        if self._label_cache is None and self.label_cache_cfg is not None:
+            from alignkit.labelers.cache import LabelCache
+
+            self._label_cache = LabelCache(**self.label_cache_cfg)
+        return self._label_cache
+
+    def __getstate__(self) -> dict:
+        # Workers reopen the label cache themselves rather than receive its maps.
+        state = self.__dict__.copy()
+        if self.label_cache_cfg is not None:
+            state["_label_cache"] = None
+        return state
+
+    def _blank_image(self) -> torch.Tensor:
+        blank = getattr(self.image_processor, "blank", None)
+        if blank is not None:
+            return blank()
+        size = self.image_processor.image_size
+        h, w = (size, size) if isinstance(size, int) else size
+        return torch.zeros(3, h, w)
+
+    def _load_image(self, rel_path: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        path = os.path.join(self.image_folder, rel_path)
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")  # decodes the whole file: truncation shows here
+        except FileNotFoundError:
+            raise BadSample("missing_image", f"{path} does not exist") from None
+        except _UNREADABLE as e:
+            raise BadSample("unreadable_image", f"{path}: {type(e).__name__}: {e}") from None
+        return self.image_processor(image), image.size
+
+    def _fit_length(self, input_ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
+        num_images = input_ids.count(IMAGE_TOKEN_INDEX)
+        extra = num_images * (self.image_token_length - 1)
+        total = len(input_ids) + extra
+        if total <= self.max_length:
+            return input_ids, labels, False
+        what = f"{total} positions ({len(input_ids)} tokens, {num_images} image(s) of {self.image_token_length})"
+        if not self.truncate:
+            raise BadSample("too_long", f"{what} > max_length {self.max_length}")
+        keep = self.max_length - extra
+        if num_images and max(i for i, t in enumerate(input_ids) if t == IMAGE_TOKEN_INDEX) >= keep:
+            raise BadSample("too_long", f"{what}: truncating to max_length {self.max_length} would cut the image")
+        input_ids, labels = input_ids[:keep], labels[:keep]
+        if all(lab == IGNORE_INDEX for lab in labels):
+            raise BadSample("no_supervised_tokens", f"{what}: nothing supervised is left after truncation")
+        return input_ids, labels, True
+
+    def _patch_labels(self, sample_id: str, has_image: bool) -> PatchLabels | None:
+        cache = self.label_cache
+        if cache is None:
+            return None
+        if not has_image:  # an empty (B=1) entry keeps the batch aligned with the images
+            p, k = cache.grid[0] * cache.grid[1], cache.top_n
+            return PatchLabels(torch.full((1, p, k), EMPTY_WORD, dtype=torch.long), torch.zeros(1, p, k), cache.grid)
+        try:
+            return cache[sample_id]
+        except KeyError as e:
+            raise BadSample("missing_labels", str(e)) from None
+
+    def prepare_data(self, idx: int) -> dict:
+        """The sample at ``idx``; raises ``BadSample`` (with ``sample_id`` set) if it cannot be trained on."""
+        info = self.get_data_info(idx)
+        sample_id = info["sample_id"]
+        try:
+            rel_path = info["image"]
+            if rel_path is not None and not (isinstance(rel_path, str) and rel_path):
+                raise BadSample("bad_conversation", f"'image' must be one relative path, got {rel_path!r}")
+            has_image = rel_path is not None
+            input_ids, labels = encode_conversation(info["conversations"], self.template, self.tokenizer, has_image)
+            input_ids, labels, truncated = self._fit_length(input_ids, labels)
+            patch_labels = self._patch_labels(sample_id, has_image)
+            image, size = self._load_image(rel_path) if has_image else (self._blank_image(), None)
+        except BadSample as e:
+            e.sample_id = sample_id
+            raise
+        return dict(
+            input_ids=torch.tensor(input_ids, dtype=torch.long),
+            labels=torch.tensor(labels, dtype=torch.long),
+            image=image,
+            has_image=has_image,
+            image_size=size,
+            sample_id=sample_id,
+            patch_labels=patch_labels,
+            truncated=truncated,
+            pad_token_id=self.pad_token_id,
+        )
+
+    # --- bad samples -------------------------------------------------------------
+    def _record_skip(self, err: BadSample) -> None:
+        self._skips[err.reason] += 1
+        n = self._skips[err.reason]
+        if n <= self.log_limit or (n >= 100 and str(n).strip("0") == "1"):
+            print_log(
+                f"{type(self).__name__}: skipped sample {getattr(err, 'sample_id', '?')!r} [{err.reason}] "
+                f"{err.detail} ({n} skipped for this reason so far in this process)",
+                logger="current",
+                level=logging.WARNING,
+            )
+
+    def skip_counts(self) -> dict[str, int]:
+        """``{reason: count}`` of the samples skipped by this process (workers keep their own;
+        the per-batch ``skipped`` counts of ``llava_collate`` cover every process)."""
+        return dict(self._skips)
+
+    def __getitem__(self, idx: int) -> dict:
+        """The sample at ``idx``, or, if it is bad, a counted skip and a random replacement.
+
+        Only the requested sample's failure is counted; a replacement that fails
+        too is counted when the sampler asks for it itself (once per epoch), so
+        an epoch's counts are the number of bad samples in it.
+        """
+        if not self._fully_initialized:
+            self.full_init()
+        skipped: dict[str, int] = {}
+        for attempt in range(self.max_refetch + 1):
+            try:
+                data = self.prepare_data(idx)
+            except BadSample as err:
+                if self.test_mode:
+                    raise
+                if attempt == 0:
+                    self._record_skip(err)
+                    skipped = {err.reason: 1}
+                idx = self._rand_another()
+                continue
+            data["skipped"] = skipped
+            return data
+        raise RuntimeError(
+            f"{type(self).__name__}: no trainable sample found in {self.max_refetch + 1} tries; "
+            f"skip counts so far: {self.skip_counts()} (is the image folder {self.image_folder!r} right?)"
+        )
