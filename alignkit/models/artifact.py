@@ -1,0 +1,117 @@
+"""The stage-1 artifact: the adapter (and the align loss's temperature) as one safetensors file.
+
+Layout of ``adapter.safetensors``:
+
+- tensors ``adapter.<key>`` — the adapter's state dict (``MLPAdapter``:
+  ``adapter.layers.0.weight`` ...), and ``align_loss.<key>`` — the align loss's
+  (``align_loss.logit_scale``) when the model had an aligner;
+- metadata (str -> str): ``format`` (``alignkit.adapter/1``), ``adapter_type``,
+  ``adapter_config`` (JSON: the arguments that rebuild the adapter, widths
+  included), ``llava_projector_type`` (LLaVA's ``mm_projector_type`` or ``""``),
+  ``temperature``.
+
+Stage 2 loads it with ``LLaVAModel(adapter_weights=path)``;
+``tools/convert_checkpoint.py`` turns it into LLaVA's ``mm_projector.bin``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+FORMAT = "alignkit.adapter/1"
+ADAPTER_PREFIX = "adapter."
+LOSS_PREFIX = "align_loss."
+
+
+def adapter_config(adapter: nn.Module) -> dict:
+    """The registry config that rebuilds ``adapter`` (type, widths and the arguments it keeps)."""
+    cfg = {"type": type(adapter).__name__, "vision_dim": adapter.vision_dim, "llm_dim": adapter.llm_dim}
+    for key in ("depth", "act", "hidden_dim", "act_kwargs"):
+        if hasattr(adapter, key):
+            cfg[key] = getattr(adapter, key)
+    if hasattr(adapter, "proj") and isinstance(adapter.proj, nn.Linear):
+        cfg["bias"] = adapter.proj.bias is not None
+    return cfg
+
+
+def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None) -> str:
+    """Write the artifact (atomically: a temp file renamed into place). Returns the path."""
+    from safetensors.torch import save_file
+
+    tensors = {ADAPTER_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
+    temperature = ""
+    if align_loss is not None:
+        tensors.update({LOSS_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in align_loss.state_dict().items()})
+        temperature = repr(float(getattr(align_loss, "temperature", float("nan"))))
+    metadata = {
+        "format": FORMAT,
+        "adapter_type": type(adapter).__name__,
+        "adapter_config": json.dumps(adapter_config(adapter)),
+        "llava_projector_type": getattr(adapter, "llava_projector_type", None) or "",
+        "temperature": temperature,
+    }
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class AdapterArtifact:
+    """A loaded artifact: the adapter's and the loss's state dicts, and the metadata."""
+
+    adapter_state: dict[str, Tensor]
+    loss_state: dict[str, Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def adapter_config(self) -> dict:
+        return json.loads(self.metadata["adapter_config"])
+
+    def build_adapter(self) -> nn.Module:
+        """The adapter, rebuilt from its config through ``ADAPTERS`` and loaded."""
+        from alignkit.registry import ADAPTERS
+
+        adapter = ADAPTERS.build(self.adapter_config)
+        adapter.load_state_dict(self.adapter_state)
+        return adapter
+
+
+def load_adapter(path: str | os.PathLike) -> AdapterArtifact:
+    """Read an artifact written by :func:`save_adapter`; ValueError if it is not one."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"adapter artifact {path!r} does not exist")
+    with safe_open(path, framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not an alignkit adapter artifact (format {metadata.get('format')!r}, "
+                             f"expected {FORMAT!r})")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    adapter = {k[len(ADAPTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ADAPTER_PREFIX)}
+    loss = {k[len(LOSS_PREFIX):]: v for k, v in tensors.items() if k.startswith(LOSS_PREFIX)}
+    return AdapterArtifact(adapter, loss, metadata)
+
+
+def load_adapter_into(path, adapter: nn.Module, align_loss: nn.Module | None = None) -> AdapterArtifact:
+    """Load an artifact's weights into existing modules, checking the adapter's type and widths first."""
+    art = load_adapter(path)
+    want, have = art.adapter_config, adapter_config(adapter)
+    diff = {k: (want.get(k), have.get(k)) for k in ("type", "vision_dim", "llm_dim") if want.get(k) != have.get(k)}
+    if diff:
+        raise ValueError(
+            f"adapter artifact {os.fspath(path)!r} does not fit this model's adapter: "
+            + ", ".join(f"{k}: artifact {a!r}, model {b!r}" for k, (a, b) in diff.items())
+        )
+    with torch.no_grad():
+        adapter.load_state_dict(art.adapter_state)
+        if align_loss is not None and art.loss_state:
+            align_loss.load_state_dict(art.loss_state)
+    return art

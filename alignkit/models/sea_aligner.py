@@ -1,0 +1,198 @@
+"""``SEAAligner``: SEA's align loss for one batch, from adapter outputs and patch labels.
+
+Composition only (no new math): labeler head → samplers → word table →
+align loss × λ. Usable inside any MLLM, with no Runner and no config:
+
+    aligner = SEAAligner(labeler=labeler, samplers=[...], loss=InfoNCELoss())
+    aligner.build_word_table(tokenizer, llm.get_input_embeddings())   # once
+    out = aligner(visual, dense=dense)          # or labels=PatchLabels from a cache
+    total = loss_lm + out['loss_align']         # already weighted by λ
+
+The labeler is only asked to ``label(dense)``: the dense embeddings come from
+the MLLM's own vision forward (``OpenCLIPVisionEncoder``), so the aligner never
+runs a second copy of the tower. With labels from an offline cache no labeler
+is needed at all (pass ``words`` for the word table instead).
+
+Every value other than ``loss_align`` is for logging only and its key holds no
+"loss" (mmengine sums every key that does).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from alignkit.registry import ALIGN_LOSSES, LABELERS, MODELS, SAMPLERS
+from alignkit.structures import EMPTY_WORD, PairSet, PatchLabels
+
+
+def _stage_name(sampler) -> str:
+    """``SimilarityWeightedSampler`` -> ``similarity_weighted`` (for the per-stage pair counts)."""
+    name = type(sampler).__name__
+    name = name[: -len("Sampler")] if name.endswith("Sampler") and name != "Sampler" else name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@MODELS.register_module()
+class SEAAligner(nn.Module):
+    """Weighted align loss (SEA Eq. 9 × λ) of a batch, plus what to log about it.
+
+    Args:
+        labeler: a labeler (``label(dense) -> PatchLabels``, ``words``) or its
+            config dict (built through ``LABELERS``; ``LLaVAModel`` fills in the
+            vision encoder's model so the tower is loaded once), or None when
+            labels always come in as ``PatchLabels`` (offline cache).
+        samplers: samplers or their config dicts, applied in order (the SEA
+            preset: similarity-weighted, 2×2 window, dedup).
+        loss: the align loss module or its config dict (``ALIGN_LOSSES``). It
+            owns the learnable temperature, which trains with the adapter.
+        loss_weight: λ of Eq. 11. The paper gives no value; 1.0 is the preset.
+        words: the word list, when there is no labeler to take it from.
+
+    The word table (V, E) is set with :meth:`build_word_table` (or
+    :meth:`set_word_table`) before the first forward; it is a non-persistent
+    buffer (follows ``.to()``, never saved in checkpoints).
+    """
+
+    def __init__(
+        self,
+        labeler=None,
+        samplers: Sequence = (),
+        loss=None,
+        loss_weight: float = 1.0,
+        words: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(labeler, dict):
+            labeler = LABELERS.build(labeler)
+        if labeler is not None and not (hasattr(labeler, "label") and hasattr(labeler, "words")):
+            raise ValueError(f"labeler must have label(dense) and words, got {type(labeler).__name__}")
+        self.labeler = labeler
+        if isinstance(samplers, dict) or not isinstance(samplers, (list, tuple)):
+            raise ValueError(f"samplers must be a list of samplers or config dicts, got {type(samplers).__name__}")
+        self.samplers = [SAMPLERS.build(s) if isinstance(s, dict) else s for s in samplers]
+        for i, s in enumerate(self.samplers):
+            if not callable(s):
+                raise ValueError(f"samplers[{i}] must be a sampler (callable), got {type(s).__name__}")
+        self._stage_keys = [f"align_pairs_after_{_stage_name(s)}" for s in self.samplers]
+        if len(set(self._stage_keys)) != len(self._stage_keys):  # the same sampler twice: number the stages
+            self._stage_keys = [f"align_pairs_after_{i}_{_stage_name(s)}" for i, s in enumerate(self.samplers)]
+        loss = dict(type="InfoNCELoss") if loss is None else loss
+        self.loss = ALIGN_LOSSES.build(loss) if isinstance(loss, dict) else loss
+        if not isinstance(self.loss, nn.Module):
+            raise ValueError(f"loss must be an nn.Module or a config dict, got {type(self.loss).__name__}")
+        if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)) or not loss_weight >= 0:
+            raise ValueError(f"loss_weight (λ) must be a number >= 0, got {loss_weight!r}")
+        self.loss_weight = float(loss_weight)
+        if words is None and labeler is not None:
+            words = labeler.words
+        self.words = None if words is None else list(words)
+        self.register_buffer("word_table", None, persistent=False)
+        self.register_buffer("word_valid", None, persistent=False)
+
+    # ------------------------------------------------------------------ word table
+    @property
+    def num_words(self) -> int | None:
+        return None if self.words is None else len(self.words)
+
+    def build_word_table(self, tokenizer, embedding, dtype: torch.dtype | None = None) -> None:
+        """Build the (V, E) table of Eq. 8 from the LLM's tokenizer and input embeddings, once.
+
+        Call before the embedding matrix is sharded (ZeRO-3). Words that
+        tokenize to nothing get ``valid=False``; their pairs are dropped and
+        counted in ``align_pairs_invalid_word``.
+        """
+        from alignkit.word_table import build_word_table
+
+        if self.words is None:
+            raise ValueError("SEAAligner has no word list: give it a labeler or words=[...]")
+        self.set_word_table(build_word_table(tokenizer, embedding, self.words, on_empty="mask", dtype=dtype))
+
+    def set_word_table(self, table) -> None:
+        """Use an existing ``WordTable`` (``table`` (V, E), ``valid`` Bool[V])."""
+        if self.words is not None and table.table.shape[0] != len(self.words):
+            raise ValueError(f"word table has {table.table.shape[0]} rows, the word list {len(self.words)} words")
+        self.word_table = table.table.detach()
+        self.word_valid = table.valid.to(device=table.table.device, dtype=torch.bool)
+
+    # ------------------------------------------------------------------ forward
+    def sample(self, labels: PatchLabels, generator: torch.Generator | None = None) -> tuple[PairSet, dict]:
+        """Labels -> sampled pairs, with the counts logged at each stage (plain ints)."""
+        pairs = PairSet.from_labels(labels)
+        stats = {"align_pairs_candidates": len(pairs)}
+        if self.word_valid is not None and len(pairs):
+            # (M,) Bool: a word the LLM cannot embed has no target; drop it before any draw.
+            ok = self.word_valid.to(pairs.word.device)[pairs.word]
+            stats["align_pairs_invalid_word"] = int((~ok).sum())
+            pairs = pairs.select(ok)
+        else:
+            stats["align_pairs_invalid_word"] = 0
+        for key, sampler in zip(self._stage_keys, self.samplers):
+            pairs = sampler(pairs, labels.grid, generator)
+            stats[key] = len(pairs)
+        return pairs, stats
+
+    def forward(
+        self,
+        visual: Tensor,
+        dense: Tensor | None = None,
+        labels: PatchLabels | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Align loss of one batch.
+
+        Args:
+            visual: (B, P, E) adapter outputs (the visual tokens, before splicing).
+            dense: (B, P, C) the vision encoder's dense joint-space embeddings
+                (labelled with ``labeler.label``), or
+            labels: precomputed ``PatchLabels`` for the same B images (cache).
+            generator: for the samplers' draws; None uses torch's global RNG
+                (saved by ``RNGStateHook``, so resumed runs draw alike).
+
+        Returns:
+            ``loss_align`` (λ·L_a, fp32 scalar with a graph) and, for logging:
+            ``align_temperature``, ``align_label_coverage`` (fraction of patches
+            with at least one label), ``align_pairs_candidates``,
+            ``align_pairs_invalid_word``, ``align_pairs_after_<stage>`` per sampler.
+        """
+        if self.word_table is None:
+            raise ValueError("SEAAligner.word_table is not set: call build_word_table(tokenizer, embedding) first")
+        if not isinstance(visual, Tensor) or visual.dim() != 3:
+            shape = tuple(visual.shape) if isinstance(visual, Tensor) else type(visual).__name__
+            raise ValueError(f"visual must be (B, P, E) adapter outputs, got {shape}")
+        if visual.shape[-1] != self.word_table.shape[1]:
+            raise ValueError(
+                f"visual has width E={visual.shape[-1]}, the word table {self.word_table.shape[1]}; "
+                "they must both be the LLM's embedding width"
+            )
+        if labels is None:
+            if dense is None:
+                raise ValueError("SEAAligner needs dense embeddings (dense=...) or precomputed labels (labels=...)")
+            if self.labeler is None:
+                raise ValueError("SEAAligner has no labeler to label dense embeddings; pass labels=PatchLabels")
+            labels = self.labeler.label(dense.detach())
+        if not isinstance(labels, PatchLabels):
+            raise ValueError(f"labels must be PatchLabels, got {type(labels).__name__}")
+        b, p, _ = visual.shape
+        if labels.batch_size != b or labels.num_patches != p:
+            raise ValueError(
+                f"labels cover {labels.batch_size} images x {labels.num_patches} patches, visual (B, P)=({b}, {p})"
+            )
+        labels = labels.to(visual.device)
+        pairs, stats = self.sample(labels, generator)
+        x = visual[pairs.batch, pairs.patch]  # (N, E) sampled visual tokens
+        t = self.word_table[pairs.word].to(visual.dtype)  # (N, E) label embeddings (Eq. 8)
+        loss = self.loss(x, t)
+        out = {"loss_align": loss * self.loss_weight}
+        device = visual.device
+        out["align_temperature"] = torch.tensor(float(self.loss.temperature), device=device)
+        coverage = (labels.words[..., 0] != EMPTY_WORD).float().mean() if labels.words.shape[-1] else 0.0
+        out["align_label_coverage"] = torch.as_tensor(coverage, dtype=torch.float32, device=device)
+        for key, value in stats.items():
+            out[key] = torch.tensor(float(value), device=device)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"loss_weight={self.loss_weight}, samplers={self.samplers!r}, labeler={self.labeler!r}"
