@@ -179,7 +179,8 @@ class DemoLLaVAPretrainDataset(LLaVADataset):
     """
 
     def __init__(self, data_root: str, tokenizer=None, **kwargs) -> None:
-        ann = write_demo_data(data_root)
+        # Absolute, so BaseDataset does not join a relative data_root onto it a second time.
+        ann = os.path.abspath(write_demo_data(data_root))
         kwargs.setdefault("template", "plain")
         super().__init__(ann_file=ann, tokenizer=tokenizer or demo_tokenizer(), data_root=data_root, **kwargs)
 
