@@ -11,10 +11,11 @@ from alignkit.engine.compat import (
     install_checkpoint_loader,
     load_checkpoint_file,
 )
-from alignkit.engine.hooks import RNGStateHook
+from alignkit.engine.hooks import RNGStateHook, SkippedSamplesHook
 
 __all__ = [
     "RNGStateHook",
+    "SkippedSamplesHook",
     "allow_checkpoint_globals",
     "apply_compat",
     "install_checkpoint_loader",

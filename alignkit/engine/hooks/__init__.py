@@ -1,4 +1,5 @@
 """Runner hooks of alignkit; each registers itself in ``alignkit.registry.HOOKS``."""
+from alignkit.engine.hooks.data_skip_hook import SkippedSamplesHook
 from alignkit.engine.hooks.rng_state_hook import RNGStateHook
 
-__all__ = ["RNGStateHook"]
+__all__ = ["RNGStateHook", "SkippedSamplesHook"]

@@ -29,5 +29,6 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=20))
-custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'), dict(type='DemoReportHook')]
+custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'), dict(type='SkippedSamplesHook'),
+                dict(type='DemoReportHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
