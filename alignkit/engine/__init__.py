@@ -1,7 +1,7 @@
 """Training machinery around mmengine's Runner: hooks, and the mmengine compatibility fixes.
 
 ``alignkit.registry.HOOKS`` and ``METRICS`` look here (lazy ``locations``), so
-importing this package registers every hook. ``compat`` holds every workaround
+importing this package registers every hook and metric. ``compat`` holds every workaround
 for mmengine 0.10 on current torch and on CPU-only machines; ``apply_compat``
 applies them all and is called by ``alignkit.cli.train.main``.
 """
@@ -12,8 +12,10 @@ from alignkit.engine.compat import (
     load_checkpoint_file,
 )
 from alignkit.engine.hooks import RNGStateHook, SkippedSamplesHook
+from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
+    "AlignmentMetric",
     "RNGStateHook",
     "SkippedSamplesHook",
     "allow_checkpoint_globals",

@@ -26,6 +26,12 @@ Batch format: ``llava_collate``'s ``dict(inputs=..., data_samples=...)``;
 ``has_image`` Bool[B] (or images (N_img, 3, H, W), one per placeholder, without
 ``has_image``); ``data_samples['patch_labels']``: cached ``PatchLabels`` (B rows)
 or None.
+
+Validation: ``val_step``/``test_step`` run ``mode='align'`` when the model can
+label images (an aligner with a labeler, or ``align_eval.labeler``): the
+vision side only (no LLM forward), returning one dict per image with what
+``AlignmentMetric`` averages (label ranks and cosines, nearest-word hits,
+TACS). Otherwise they run ``mode='predict'`` (greedy generation).
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ from alignkit.registry import ADAPTERS, MODELS
 from alignkit.structures import PatchLabels
 
 PARTS = ("vision_encoder", "adapter", "llm", "aligner")
-MODES = ("loss", "tensor", "predict")
+MODES = ("loss", "tensor", "predict", "align")
+AGREEMENT = ("words", "vocab")
 
 
 def _labeler_shares_tower(labeler_cfg: dict, encoder_cfg: dict) -> dict:
@@ -83,6 +90,14 @@ class LLaVAModel(BaseModel):
         llm_seed: seed of the LLM's random weights when ``llm.pretrained`` is None.
         max_new_tokens: greedy generation length in ``mode='predict'``.
         data_preprocessor: mmengine data preprocessor config (default: move to device).
+        align_eval: settings of ``mode='align'`` (the alignment metrics), all optional:
+            ``labeler`` (a labeler config; default: the aligner's. Give it to
+            measure a model without an aligner, e.g. the LLaVA-1.5 baseline, on
+            the same labels; the same config as the aligner's is built once),
+            ``agreement`` (``'words'``: nearest row of the word table;
+            ``'vocab'``: nearest token of the LLM's whole input embeddings, a hit
+            when it is a token of a top-n word), ``tacs_top`` (10, the paper's)
+            and ``chunk_size`` (word-table rows scored at once, 4096).
     """
 
     def __init__(
@@ -100,6 +115,7 @@ class LLaVAModel(BaseModel):
         llm_seed: int | None = 0,
         max_new_tokens: int = 32,
         data_preprocessor: dict | None = None,
+        align_eval: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
         trainable = [trainable] if isinstance(trainable, str) else list(trainable)
@@ -125,6 +141,20 @@ class LLaVAModel(BaseModel):
 
             labeler = LABELERS.build(_labeler_shares_tower(aligner_cfg["labeler"], vision_cfg))
             vision_cfg["loaded"] = labeler.loaded
+        self.align_eval = self._check_align_eval(align_eval)
+        eval_labeler = None
+        eval_labeler_cfg = self.align_eval.pop("labeler")
+        if eval_labeler_cfg is not None and not init_empty:
+            if aligner_cfg is not None and eval_labeler_cfg == aligner_cfg.get("labeler") and labeler is not None:
+                eval_labeler = labeler
+            elif isinstance(eval_labeler_cfg, dict):
+                from alignkit.registry import LABELERS
+
+                encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
+                eval_labeler = LABELERS.build(_labeler_shares_tower(eval_labeler_cfg, encoder_cfg))
+                vision_cfg.setdefault("loaded", eval_labeler.loaded)
+            else:
+                eval_labeler = eval_labeler_cfg
         if init_empty:
             vision_cfg["init_empty"] = True
             if aligner_cfg is not None:
@@ -133,6 +163,13 @@ class LLaVAModel(BaseModel):
         if labeler is not None and labeler.dense_mode != self.vision_encoder.dense_mode:
             raise ValueError(
                 f"the labeler scores dense_mode={labeler.dense_mode!r} but the vision encoder produces "
+                f"{self.vision_encoder.dense_mode!r}; set vision_encoder.dense_mode to match"
+            )
+        if eval_labeler is not None and getattr(eval_labeler, "dense_mode", None) not in (
+            None, self.vision_encoder.dense_mode
+        ):
+            raise ValueError(
+                f"align_eval.labeler scores dense_mode={eval_labeler.dense_mode!r} but the vision encoder produces "
                 f"{self.vision_encoder.dense_mode!r}; set vision_encoder.dense_mode to match"
             )
         if "vision_encoder" in trainable:
@@ -158,6 +195,15 @@ class LLaVAModel(BaseModel):
                 # Built here, before any wrapper shards the embedding matrix (ZeRO-3).
                 self.aligner.build_word_table(self.tokenizer, self.llm.get_input_embeddings())
 
+        # The labels and word table of mode='align': the aligner's unless align_eval names a labeler.
+        self.eval_labeler = eval_labeler if eval_labeler is not None else getattr(self.aligner, "labeler", None)
+        self.register_buffer("eval_word_table", None, persistent=False)
+        self.register_buffer("eval_word_valid", None, persistent=False)
+        self.register_buffer("eval_word_tokens", None, persistent=False)
+        self._eval_table_is_aligners = False
+        if not init_empty and (self.eval_labeler is not None or self.aligner is not None):
+            self._build_eval_tables()
+
         if adapter_weights and not init_empty:  # a meta build has no weights to load into
             from alignkit.models.artifact import load_adapter_into
 
@@ -174,6 +220,131 @@ class LLaVAModel(BaseModel):
             else:
                 self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.llm.config.use_cache = False
+
+    # ------------------------------------------------------------------ alignment evaluation
+    @staticmethod
+    def _check_align_eval(align_eval) -> dict:
+        cfg = dict(labeler=None, agreement="words", tacs_top=10, chunk_size=4096)
+        if align_eval is None:
+            return cfg
+        if not isinstance(align_eval, dict):
+            raise ValueError(f"align_eval must be a dict or None, got {type(align_eval).__name__}")
+        unknown = set(align_eval) - set(cfg)
+        if unknown:
+            raise ValueError(f"align_eval has unknown key(s) {sorted(unknown)}; expected some of {sorted(cfg)}")
+        cfg.update(align_eval)
+        if cfg["agreement"] not in AGREEMENT:
+            raise ValueError(f"align_eval.agreement must be one of {AGREEMENT}, got {cfg['agreement']!r}")
+        for key in ("tacs_top", "chunk_size"):
+            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+                raise ValueError(f"align_eval.{key} must be a positive int, got {cfg[key]!r}")
+        return cfg
+
+    def _build_eval_tables(self) -> None:
+        """The word table (and, for agreement='vocab', each word's token ids) that mode='align' scores against."""
+        from alignkit.word_table import build_word_table, word_token_ids
+
+        words = getattr(self.eval_labeler, "words", None)
+        aligner_words = getattr(self.aligner, "words", None)
+        if self.aligner is not None and self.aligner.word_table is not None and (
+            words is None or list(words) == list(aligner_words or [])
+        ):
+            words = aligner_words
+            self._eval_table_is_aligners = True  # no second (V, E) buffer: .to() would copy it twice
+        elif words is not None:
+            table = build_word_table(self.tokenizer, self.llm.get_input_embeddings(), list(words), on_empty="mask")
+            self.eval_word_table, self.eval_word_valid = table.table.detach(), table.valid
+        if words is not None and self.align_eval["agreement"] == "vocab":
+            ids = word_token_ids(self.tokenizer, list(words))
+            width = max((len(i) for i in ids), default=0) or 1
+            tokens = torch.full((len(ids), width), -1, dtype=torch.long)
+            for i, row in enumerate(ids):  # once, at build time
+                tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            self.eval_word_tokens = tokens
+
+    def _eval_tables(self) -> tuple[Tensor | None, Tensor | None]:
+        """The (V, E) word table and Bool[V] valid rows that mode='align' scores against."""
+        if self._eval_table_is_aligners:
+            return self.aligner.word_table, self.aligner.word_valid
+        return self.eval_word_table, self.eval_word_valid
+
+    @property
+    def can_align_eval(self) -> bool:
+        """Whether mode='align' can label images itself (validation then runs it)."""
+        return self.eval_labeler is not None and self._eval_tables()[0] is not None
+
+    @torch.no_grad()
+    def _align_eval(self, inputs: dict, patch_labels: PatchLabels | None) -> list[dict]:
+        """mode='align': one dict per image row (see ``AlignmentMetric``); the vision side only."""
+        from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+        from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
+
+        table, valid = self._eval_tables()
+        if table is None:
+            raise ValueError("mode='align' needs a word table: give the model an aligner or align_eval.labeler")
+        input_ids, has_image = inputs["input_ids"], inputs.get("has_image")
+        images = self._select_images(inputs.get("images"), input_ids, has_image)
+        if images is None or images.shape[0] == 0:
+            return []
+        with self._autocast(input_ids.device):
+            visual, dense = self.encode_images(images)  # (B, P, E), (B, P, C)
+        visual = visual.float()
+        if patch_labels is None:
+            if self.eval_labeler is None:
+                raise ValueError("mode='align' needs labels: cached patch_labels, an aligner labeler or align_eval.labeler")
+            patch_labels = self.eval_labeler.label(dense.detach())
+        patch_labels = patch_labels.to(visual.device)
+        b, p, _ = visual.shape
+        if patch_labels.batch_size != b or patch_labels.num_patches != p:
+            raise ValueError(f"labels cover (B, P)=({patch_labels.batch_size}, {patch_labels.num_patches}), "
+                             f"visual ({b}, {p})")
+        table = table.to(visual.device)
+        valid = None if valid is None else valid.to(visual.device)
+        chunk = self.align_eval["chunk_size"]
+        # Label retrieval and label cosine on every labelled patch with its top-1 label (deterministic:
+        # validation must not draw from the RNG that training's samplers use).
+        top1 = patch_labels.words[..., 0].long() if patch_labels.top_n else patch_labels.words.new_full((b, p), -1)
+        labelled = top1 >= 0
+        if valid is not None:
+            labelled &= valid[top1.clamp(min=0)]
+        bi, pi = labelled.nonzero(as_tuple=True)
+        x, w = visual[bi, pi], top1[bi, pi]  # (N, E), (N,)
+        ranks = label_ranks(x, table, w, valid=valid, chunk_size=chunk)
+        cos = (torch.nn.functional.normalize(x, dim=-1)
+               * torch.nn.functional.normalize(table[w].float(), dim=-1)).sum(-1)
+        if self.align_eval["agreement"] == "vocab":
+            vocab = self.llm.get_input_embeddings().weight.detach()
+            hit, has = nearest_word_hits(visual, vocab, patch_labels, self.eval_word_tokens, chunk_size=chunk)
+        else:
+            hit, has = nearest_word_hits(visual, table, patch_labels, valid=valid, chunk_size=chunk)
+        # TACS: the caption = supervised tokens of the image's row, special tokens (EOS, ...) left out.
+        rows = input_ids if has_image is None else input_ids[has_image.to(torch.bool)]
+        labels = inputs.get("labels")
+        if labels is None:
+            raise ValueError("mode='align' needs inputs['labels'] to find each caption's tokens")
+        labels = labels if has_image is None else labels[has_image.to(torch.bool)]
+        special = torch.tensor(sorted(set(getattr(self.tokenizer, "all_special_ids", None) or [])),
+                               dtype=torch.long, device=rows.device)
+        caption = (labels != IGNORE_INDEX) & (rows != IMAGE_TOKEN_INDEX) & ~torch.isin(rows, special)
+        embed = self.llm.get_input_embeddings()
+        caption_embeds = embed(rows.clamp(min=0)).float()  # (B, T, E)
+        scores = tacs(visual, caption_embeds, caption, top=self.align_eval["tacs_top"])
+        counts = torch.bincount(bi, minlength=b).tolist()
+        ranks, cos = ranks.cpu().split(counts), cos.cpu().split(counts)
+        hit_n, has_n = hit.sum(-1).tolist(), has.sum(-1).tolist()
+        return [
+            dict(label_ranks=ranks[i], label_cos=cos[i], agree_hits=hit_n[i], agree_tokens=has_n[i],
+                 tacs=float(scores[i]))
+            for i in range(b)
+        ]
+
+    def val_step(self, data):
+        """Validation: ``mode='align'`` when the model can label images, else ``mode='predict'``."""
+        data = self.data_preprocessor(data, False)
+        return self._run_forward(data, mode="align" if self.can_align_eval else "predict")
+
+    def test_step(self, data):
+        return self.val_step(data)
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -224,7 +395,8 @@ class LLaVAModel(BaseModel):
             data_samples: may hold ``patch_labels`` (B rows, from a label cache);
                 without them the aligner labels the encoder's dense output.
             mode: ``'loss'`` -> dict of losses and logged values; ``'tensor'``
-                -> logits (B, L, vocab); ``'predict'`` -> greedy new token ids per row.
+                -> logits (B, L, vocab); ``'predict'`` -> greedy new token ids per row;
+                ``'align'`` -> one dict per image row for ``AlignmentMetric`` (module docstring).
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -235,6 +407,8 @@ class LLaVAModel(BaseModel):
         patch_labels = (data_samples or {}).get("patch_labels") if isinstance(data_samples, dict) else None
         if patch_labels is not None and has_image is not None:
             patch_labels = patch_labels[has_image.to(device=patch_labels.words.device, dtype=torch.bool)]
+        if mode == "align":
+            return self._align_eval(inputs, patch_labels)
         with self._autocast(input_ids.device):
             spliced, visual, dense = self._prepare(
                 input_ids, inputs.get("attention_mask"), inputs.get("labels"), inputs.get("images"), has_image
