@@ -1,0 +1,131 @@
+"""``tools/visualize_alignment.py`` (the paper's Figure 1) on the embedded demo.
+
+A 4-iteration demo training run (module fixture) gives a real checkpoint with
+its dumped config; the tool then draws two scikit-image photographs from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from alignkit.cli.train import main as train
+from alignkit.cli.visualize_alignment import HIT, MISS, main, window_centres, window_for
+from alignkit.testing.demo import DEMO_CAPTIONS, write_demo_data
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
+GRID = (8, 8)  # the demo ViT: 64 px images, 8 px patches
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A trained demo checkpoint (its work dir holds the dumped config) and two photographs."""
+    base = tmp_path_factory.mktemp("viz")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNKIT_DEMO_DATA", str(base / "data"))
+    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    write_demo_data(base / "data")
+    # The caption words (~100) instead of the default 41,242: a text bank and word table in well under a second.
+    words = base / "words.txt"
+    words.write_text("\n".join(sorted({w for c in DEMO_CAPTIONS.values() for s in c for w in s.split()})) + "\n")
+    word_option = f"model.aligner.labeler.word_list={words}"
+    work = base / "work"
+    train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=4",
+           "default_hooks.checkpoint.interval=4", "train_dataloader.batch_size=2", word_option])
+    images = [str(base / "data" / "images" / f"{n}.png") for n in ("astronaut", "chelsea")]
+    yield dict(base=base, ckpt=str(work / "iter_4.pth"), work=work, images=images, word_option=word_option)
+    mp.undo()
+
+
+def _cells_cover_every_window(cells, grid, k):
+    windows = {(c["row"] // k, c["col"] // k) for c in cells}
+    return windows == {(i, j) for i in range(math.ceil(grid[0] / k)) for j in range(math.ceil(grid[1] / k))}
+
+
+@pytest.mark.parametrize("max_labels", [12, 3])
+def test_figure1_pngs_and_cells(demo, tmp_path, max_labels):
+    out = tmp_path / "fig1"
+    summary = main([demo["ckpt"], *demo["images"], "--out", str(out), "--max-labels", str(max_labels)])
+    k = max(1, math.ceil(max(GRID) / max_labels))  # 12 -> k = 1 (64 labels), 3 -> k = 3 (3 x 3 partial windows)
+    expected = math.ceil(GRID[0] / k) * math.ceil(GRID[1] / k)
+    assert summary["window"] == k and summary["num_skipped"] == 0
+    assert summary["source"]["checkpoint"] == demo["ckpt"]
+    assert summary["source"]["config"].endswith("demo_tiny.py")  # the config mmengine dumped into the work dir
+    for image in demo["images"]:
+        stem = Path(image).stem
+        png = out / f"{stem}.png"
+        assert png.stat().st_size > 0
+        with Image.open(png) as im:
+            im.load()
+            assert im.size[0] > 500 and im.size[1] > 500
+        record = json.loads((out / f"{stem}.json").read_text())
+        cells = record["cells"]
+        assert record["num_cells"] == len(cells) == expected
+        assert _cells_cover_every_window(cells, GRID, k)
+        for c in cells:
+            assert c["patch"] == c["row"] * GRID[1] + c["col"]
+            assert c["hit"] == (c["word"] in c["labels"])  # green iff the nearest word is a top-n label
+            assert c["color"] == (HIT if c["hit"] else MISS)
+        m = record["metrics"]
+        assert 0 <= m["nearest_word_agreement"] <= 1 and m["labelled_patches"] <= GRID[0] * GRID[1]
+
+
+def test_window_centres_one_per_window_inside_it():
+    for h, w, k in [(24, 24, 2), (8, 8, 3), (5, 7, 4), (3, 3, 1)]:
+        c = window_centres((h, w), k)
+        rows, cols = c // w, c % w
+        assert len(c) == math.ceil(h / k) * math.ceil(w / k)
+        assert len(set(zip((rows // k).tolist(), (cols // k).tolist()))) == len(c)
+    assert window_for((24, 24), 12) == 2 and window_for((8, 8), 12) == 1 and window_for((27, 27), 12) == 3
+
+
+def test_config_alone_says_random_adapter(demo, tmp_path):
+    summary = main([DEMO, demo["images"][0], "--out", str(tmp_path / "o"), "--cfg-options", demo["word_option"]])
+    assert summary["source"]["checkpoint"] is None
+    assert "random adapter" in summary["source"]["description"]
+
+
+def test_config_plus_checkpoint_of_another_config_names_the_key(demo, tmp_path):
+    with pytest.raises(ValueError, match=r"iter_4\.pth.*adapter\.layers\.4"):
+        main([DEMO, demo["ckpt"], demo["images"][0], "--out", str(tmp_path / "o"),
+              "--cfg-options", "model.adapter.depth=3", demo["word_option"]])
+
+
+def test_unreadable_images(demo, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        main([demo["ckpt"], str(bad), "--out", str(tmp_path / "one")])
+    summary = main([demo["ckpt"], str(bad), demo["images"][0], "--out", str(tmp_path / "two")])
+    assert summary["num_skipped"] == 1 and summary["skipped"][0]["path"] == str(bad)
+    assert [Path(r["image"]).name for r in summary["images"]] == ["astronaut.png"]
+
+
+def test_checkpoint_without_findable_config(demo, tmp_path):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    ckpt = torch.load(demo["ckpt"], map_location="cpu", weights_only=False)
+    ckpt["meta"].pop("cfg")
+    torch.save(ckpt, lone / "iter_4.pth")
+    with pytest.raises(ValueError, match="cannot find its config"):
+        main([str(lone / "iter_4.pth"), demo["images"][0], "--out", str(tmp_path / "o")])
+    # with the config mmengine stores in the checkpoint's meta, no dumped file is needed
+    shutil.copy(demo["ckpt"], lone / "iter_4.pth")
+    summary = main([str(lone / "iter_4.pth"), demo["images"][0], "--out", str(tmp_path / "o2")])
+    assert summary["source"]["checkpoint"] == str(lone / "iter_4.pth")
+
+
+def test_out_dir_with_files_is_refused_unless_force(demo, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="--force"):
+        main([demo["ckpt"], demo["images"][0], "--out", str(out)])
+    main([demo["ckpt"], demo["images"][0], "--out", str(out), "--force"])
+    assert (out / "astronaut.png").is_file() and (out / "keep.txt").is_file()
