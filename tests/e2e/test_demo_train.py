@@ -33,6 +33,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 def _args(work_dir, data_root, *options):
     return [DEMO, "--work-dir", str(work_dir), "--cfg-options", f"train_dataloader.dataset.data_root={data_root}",
+            f"val_dataloader.dataset.data_root={data_root}",
             "default_hooks.logger.interval=1", *options]
 
 
