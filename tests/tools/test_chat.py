@@ -6,7 +6,6 @@ stop at EOS — no cache, no ``generate``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,29 +14,15 @@ from PIL import Image
 from alignkit.cli.chat import main, prompt_ids
 from alignkit.cli.export_hf import image_processor_of, template_of
 from alignkit.cli.loading import load_model_and_source
-from alignkit.cli.train import main as train
 from alignkit.datasets.constants import IMAGE_TOKEN_INDEX
-from alignkit.testing.demo import _caption_words, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A trained demo checkpoint (2 iterations, a small word list) and a photograph."""
-    base = tmp_path_factory.mktemp("chat")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALIGNKIT_DEMO_DATA", str(base / "data"))
-    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    write_demo_data(base / "data")
-    words = base / "words.txt"
-    words.write_text("\n".join(_caption_words()) + "\n")
-    work = base / "work"
-    train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2",
-           "train_dataloader.batch_size=2", f"model.aligner.labeler.word_list={words}"])
-    yield dict(base=base, ckpt=str(work / "iter_2.pth"), image=str(base / "data" / "images" / "coffee.png"))
-    mp.undo()
+def demo(demo_checkpoint):
+    """The shared demo checkpoint (tests/tools/conftest.py) and a photograph."""
+    base = demo_checkpoint["base"]
+    return dict(base=base, ckpt=demo_checkpoint["ckpt"], image=str(demo_checkpoint["data"] / "images" / "coffee.png"))
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ from torch import nn
 
 from alignkit.cli.export_hf import image_processor_of, main, template_of
 from alignkit.cli.loading import load_model_and_source
-from alignkit.cli.train import main as train
 from alignkit.datasets.templates import get_template, tokenize_with_image
 from alignkit.models.hf_export import (
     chat_template_for,
@@ -33,35 +32,22 @@ from alignkit.models.hf_export import (
     generation_prompt,
     vision_feature_layer,
 )
-from alignkit.testing.demo import _caption_words, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 P = 64  # the demo ViT: 64 px images, 8 px patches -> 8 x 8
 VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
           "detailed, and polite answers to the user's questions. USER: <image>\nWhat is this? ASSISTANT:")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A trained demo checkpoint (2 iterations, a small word list) and its export."""
-    base = tmp_path_factory.mktemp("export_hf")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALIGNKIT_DEMO_DATA", str(base / "data"))
-    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    write_demo_data(base / "data")
-    words = base / "words.txt"
-    words.write_text("\n".join(_caption_words()) + "\n")
-    work = base / "work"
-    train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2",
-           "train_dataloader.batch_size=2", f"model.aligner.labeler.word_list={words}"])
-    ckpt = str(work / "iter_2.pth")
-    out = str(base / "hf")
+def demo(demo_checkpoint, tmp_path_factory):
+    """The shared demo checkpoint (tests/tools/conftest.py) and its export."""
+    base = demo_checkpoint["data"].parent
+    ckpt = demo_checkpoint["ckpt"]
+    out = str(tmp_path_factory.mktemp("export_hf") / "hf")
     main([ckpt, out])
     model, cfg, _ = load_model_and_source(ckpt)
     model.autocast_dtype = None  # compare in fp32: the demo trains under bf16 autocast
-    yield dict(base=base, ckpt=ckpt, out=out, model=model, cfg=cfg, image=str(base / "data" / "images" / "chelsea.png"))
-    mp.undo()
+    return dict(base=base, ckpt=ckpt, out=out, model=model, cfg=cfg, image=str(base / "data" / "images" / "chelsea.png"))
 
 
 @pytest.fixture(scope="module")
