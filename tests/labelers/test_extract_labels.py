@@ -42,6 +42,8 @@ ROWS = [
 ]
 GOOD = [(str(i), f) for i, s, f, broken in ROWS if s is not None and broken is None]
 SHARD_SIZE = 3  # 8 image rows -> shards of rows [0,1,3] [4,5,6] [7,8]
+# 6 of the 8 images are good: below the tool's default --min-success (0.9), so the tests accept 0.75.
+ACCEPT = ("--min-success", "0.75")
 
 
 def build_dataset(root: Path) -> tuple[Path, Path]:
@@ -99,7 +101,7 @@ def setup(tiny, tmp_path_factory):
                       shard_size=SHARD_SIZE)
     config = write_config(root / "labels_tiny.py", labeler, label_data)
     out = root / "reference"
-    assert main([config, "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main([config, "--out", str(out), "--device", "cpu", "--no-progress", *ACCEPT]) == 0
     return dict(root=root, ann=ann, folder=folder, words=words, labeler=labeler, label_data=label_data,
                 config=config, out=out)
 
@@ -109,7 +111,7 @@ def build_labeler(cfg: dict, **overrides):
 
 
 def run(config, out, *extra) -> int:
-    return main([config, "--out", str(out), "--device", "cpu", "--no-progress", *extra])
+    return main([config, "--out", str(out), "--device", "cpu", "--no-progress", *ACCEPT, *extra])
 
 
 # --- the cache it writes ---------------------------------------------------------
@@ -201,7 +203,7 @@ def test_progress_bar_on_a_tty(setup, tmp_path, capsys, monkeypatch):
     assert run(setup["config"], tmp_path / "a") == 0
     err = capsys.readouterr().err.replace("--no-progress", "")
     assert "img/s" not in err  # --no-progress (passed by run()) wins over the tty
-    assert main([setup["config"], "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert main([setup["config"], "--out", str(tmp_path / "b"), "--device", "cpu", *ACCEPT]) == 0
     err = capsys.readouterr().err
     assert re.search(r"labels: 100%.*8/8.*img/s", err), err
 
@@ -331,7 +333,7 @@ def test_two_ranks_write_what_one_writes(setup, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(REPO / "tools" / "extract_labels.py"), setup["config"], "--out", str(out), "--device", "cpu",
-           "--no-progress"]
+           "--no-progress", *ACCEPT]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr

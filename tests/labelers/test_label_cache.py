@@ -37,6 +37,7 @@ from alignkit.labelers.cache import (
 from alignkit.structures import PatchLabels
 
 FINGERPRINT = {
+    "backend": "open_clip",
     "model_name": "tiny",
     "pretrained": "sha256:abc",
     "word_list": {"sha256": "def", "size": 7},
