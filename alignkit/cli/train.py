@@ -94,7 +94,18 @@ def build_config(args: argparse.Namespace) -> Config:
     name = cfg.get("experiment_name") or stem
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
     cfg.setdefault("env_cfg", dict(dist_cfg=dict(backend="nccl")))
+    _require_hooks(cfg)
     return cfg
+
+
+# Hooks every run gets, whether or not its config lists them: trust checks must not depend on a config line.
+REQUIRED_HOOKS = ("LabelCacheCheckHook",)
+
+
+def _require_hooks(cfg: Config) -> None:
+    hooks = list(cfg.get("custom_hooks") or [])
+    listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
+    cfg.custom_hooks = hooks + [dict(type=f"alignkit.{name}") for name in REQUIRED_HOOKS if name not in listed]
 
 
 def build_runner(cfg: Config):
