@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 
+from alignkit.datasets.constants import DataFileError
+
 JSONL_SUFFIXES = (".jsonl",)
 
 
-class AnnotationFileError(ValueError):
+class AnnotationFileError(DataFileError):
     """An annotation file that cannot be used; the message names the file and the position."""
 
     def __init__(self, path: str, detail: str) -> None:

@@ -37,6 +37,14 @@ SKIP_REASONS = {
 }
 
 
+class DataFileError(ValueError):
+    """A whole file the data layer reads cannot be used (an annotation file, a label cache).
+
+    Never a per-row problem: ``LLaVADataset`` lets it stop the run rather than
+    count every row that touches the file as skipped.
+    """
+
+
 # Prefix of the reason an unexpected exception is counted under: ``error:TypeError``.
 ERROR_PREFIX = "error:"
 

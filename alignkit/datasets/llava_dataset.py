@@ -43,7 +43,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from alignkit.datasets.annotations import read_annotations
-from alignkit.datasets.constants import ERROR_PREFIX, IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample
+from alignkit.datasets.constants import ERROR_PREFIX, IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample, DataFileError
 from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.datasets.templates import encode_conversation, get_template
 from alignkit.datasets.tokenizers import load_tokenizer
@@ -78,6 +78,14 @@ def _text_id(value: Any, index: int) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return f"row-{index}"
+
+
+class _FileLevel(Exception):
+    """Carries an error of a whole file (the label cache) through ``prepare_data``'s per-row catch."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _is_file_name(path: str) -> bool:
@@ -367,16 +375,25 @@ class LLaVADataset(BaseDataset):
             return cache[sample_id]
         except KeyError as e:
             raise BadSample("missing_labels", str(e)) from None
+        except Exception as e:
+            # A corrupt shard is the cache's fault, not the row's: stop the run (see prepare_data).
+            raise _FileLevel(e) from None
 
     def prepare_data(self, idx: int) -> dict:
         """The sample at ``idx``; raises ``BadSample`` (with ``sample_id`` set) if it cannot be trained on.
 
         Any exception other than ``BadSample`` becomes ``BadSample('error:<ExceptionType>')`` with the
-        original as its ``__cause__``: one row can never stop a run.
+        original as its ``__cause__``: one row can never stop a run. A whole file that cannot be used
+        (a ``DataFileError``, or any error of the label cache other than a missing id) is raised as it
+        is: counting every row of a corrupt shard as skipped would train on a silently shrunken dataset.
         """
         info = self.get_data_info(idx)
         try:
             return self._prepare(info)
+        except _FileLevel as e:
+            raise e.error from None
+        except DataFileError:
+            raise
         except BadSample as e:
             err = e
         except Exception as e:  # noqa: BLE001 - counted under its own reason and logged, never swallowed
