@@ -24,7 +24,7 @@ P_CLIP_L336, P_SIGLIP384 = 24 * 24, 27 * 27
 def expected(name: str) -> dict:
     stem = name[: -len(".py")]
     stage2 = stem.endswith("_finetune")
-    base = stem.removesuffix("_finetune").removeprefix("llava15_")
+    base = stem.removesuffix("_finetune").removeprefix("llava15_").removesuffix("_hf")  # _hf: same dims
     llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384")
     siglip = base.endswith("_siglip384")
     return dict(
@@ -56,6 +56,10 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     assert model.adapter.llm_dim == want["E"] and model.adapter.vision_dim == want["D"]
     assert model.vision_encoder.num_patches == want["P"]
     assert model.vision_encoder.feature_layer == -2
+    if "_hf" in name:  # LLaVA-1.5's own vision pipeline: transformers' CLIP and image processor
+        assert type(model.vision_encoder).__name__ == "HFVisionEncoder"
+        assert cfg.train_dataloader.dataset.image_processor.type == "HFImageProcessor"
+        assert cfg.model.vision_encoder.model_name == cfg.train_dataloader.dataset.image_processor.model_name
     assert (model.aligner is not None) == want["sea"]
     assert set(model.trainable) == want["trainable"]
     dataset = cfg.train_dataloader.dataset
@@ -66,6 +70,7 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     if want["sea"]:
         aligner = cfg.model.aligner
         assert aligner.labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
+        assert aligner.labeler.type.startswith("HF") == ("_hf" in name)
         assert aligner.loss.init_logit_scale == 0.0 and aligner.loss_weight == 1.0
         assert [s["type"] for s in aligner.samplers] == ["SimilarityWeightedSampler", "WindowSampler", "DedupSampler"]
         assert aligner.samplers[1]["window"] == 2
