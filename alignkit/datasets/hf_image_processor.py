@@ -33,6 +33,10 @@ _FAMILIES = {
 }
 
 
+# PIL resampling filters by number (PIL.Image.Resampling) -> the names open_clip uses
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
 def pil_processor_class(family: str):
     """transformers' PIL-based image processor class of ``family`` (4.x: ``CLIPImageProcessor``, 5.x: ``...Pil``)."""
     import transformers
@@ -136,21 +140,36 @@ class HFImageProcessor:
         return torch.zeros(3, *self.image_size)
 
     def fingerprint(self) -> dict:
-        """Everything that changes the pixels (for label caches and logs)."""
+        """Everything that changes the pixels (for label caches and logs).
+
+        ``image_size``, ``mean``, ``std``, ``resize_mode``, ``interpolation``,
+        ``pad_to_square`` as ``OpenCLIPImageProcessor`` names them, plus
+        ``backend='transformers'``: the two libraries round the resized size
+        differently (a one-pixel crop shift on some images), so equal settings
+        are not equal pixels.
+        """
         p = self.processor
         resample = getattr(p, "resample", None)
+        size = dict(p.size) if getattr(p, "do_resize", True) else None
+        if size is None:
+            resize_mode = "none"
+        elif "shortest_edge" in size:
+            resize_mode = "shortest"  # shortest side to the size, then the centre crop
+        else:
+            resize_mode = "squash"  # straight to (height, width)
         return dict(
             backend="transformers",
-            processor=f"{self.family}_pil",
             image_size=list(self.image_size),
             mean=list(self.mean),
             std=list(self.std),
-            resize=dict(p.size) if getattr(p, "do_resize", True) else None,
+            resize_mode=resize_mode,
+            interpolation=_RESAMPLE_NAMES.get(int(resample), str(resample)) if resample is not None else None,
+            pad_to_square=self.pad_to_square,
+            processor=f"{self.family}_pil",
+            resize=size,
             crop=dict(p.crop_size) if getattr(p, "do_center_crop", False) else None,
-            resample=int(resample) if resample is not None else None,
             rescale_factor=float(p.rescale_factor) if getattr(p, "do_rescale", True) else None,
             normalize=bool(getattr(p, "do_normalize", True)),
-            pad_to_square=self.pad_to_square,
         )
 
     def __repr__(self) -> str:

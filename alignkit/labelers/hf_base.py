@@ -127,6 +127,7 @@ class HFTopNLabeler(TopNLabeler):
         text_batch_size: int = 1024,
         topn_dtype: str | None = None,
     ) -> None:
+        self.backend = BACKEND
         self._setup(word_list, top_n, min_score, negate, prompt, chunk_size, text_batch_size, topn_dtype, device)
         self.dense_mode = get_dense_mode(dense_mode).name
         self.precision = precision
@@ -189,7 +190,7 @@ class HFTopNLabeler(TopNLabeler):
     def fingerprint(self) -> dict:
         return {
             "labeler": type(self).__name__,
-            "backend": BACKEND,
+            "backend": self.backend,
             "model_name": self.loaded.model_name,
             "text_model_name": self.loaded.text_model_name,
             "weights_kind": self.loaded.weights_kind,

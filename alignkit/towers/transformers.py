@@ -136,7 +136,7 @@ def check_images(model, images: Tensor) -> None:
         raise ValueError(f"images must be a (B, 3, {h}, {w}) tensor, got {shape}")
     if tuple(images.shape[2:]) != (h, w):
         raise ValueError(
-            f"images are {images.shape[2]}x{images.shape[3]} pixels but the transformers tower expects {h}x{w}; "
+            f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {h}x{w}; "
             f"preprocess with the labeler's / encoder's `transform` (HFImageProcessor)"
         )
 
