@@ -1,12 +1,13 @@
 """LLaVA data: formats, conversation templates, tokenizers, image preprocessing, collate, samplers.
 
 Importing this package registers ``LLaVADataset`` (DATASETS),
-``OpenCLIPImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
+``OpenCLIPImageProcessor`` / ``HFImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
 ``LengthGroupedSampler`` (DATA_SAMPLERS); the registries find them here lazily.
 """
 
 from alignkit.datasets.collate import llava_collate
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SKIP_REASONS, BadSample
+from alignkit.datasets.hf_image_processor import HFImageProcessor
 from alignkit.datasets.image_processor import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -39,6 +40,7 @@ __all__ = [
     "BadSample",
     "ChatTemplate",
     "ConversationTemplate",
+    "HFImageProcessor",
     "LLaVADataset",
     "LengthGroupedSampler",
     "OpenCLIPImageProcessor",

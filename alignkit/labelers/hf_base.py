@@ -36,7 +36,7 @@ from alignkit.towers.transformers import (
     tower_image_size,
     tower_input_dtype,
 )
-from alignkit.towers.transformers_loader import LoadedTransformersModel, check_loaded, load_transformers_model
+from alignkit.towers import transformers_loader as hf_loader  # module: read at call time (import-order safe)
 
 
 def _text_max_length(text_model) -> int:
@@ -119,7 +119,7 @@ class HFTopNLabeler(TopNLabeler):
         dense_mode: str = "proj",
         text_model_name: str | None = None,
         tokenizer=None,
-        loaded: LoadedTransformersModel | None = None,
+        loaded: hf_loader.LoadedTransformersModel | None = None,
         chunk_size: int = 1024,
         cache_dir: str | None = None,
         device: str | torch.device | None = None,
@@ -134,17 +134,17 @@ class HFTopNLabeler(TopNLabeler):
         if loaded is None:
             if model_name is None:
                 raise ValueError(f"{type(self).__name__} needs model_name (hub name or folder) or loaded=")
-            loaded = load_transformers_model(
+            loaded = hf_loader.load_transformers_model(
                 model_name, text_model_name=text_model_name, device=self.device, precision=precision,
                 tokenizer=tokenizer,
             )
-        elif not isinstance(loaded, LoadedTransformersModel):
+        elif not isinstance(loaded, hf_loader.LoadedTransformersModel):
             raise ValueError(f"loaded must be a LoadedTransformersModel, got {type(loaded).__name__}")
         elif model_name is not None and os.fspath(model_name) != loaded.model_name:
             raise ValueError(f"loaded holds {loaded.model_name!r}, but model_name={model_name!r}")
         elif tokenizer is not None:
             loaded.tokenizer = tokenizer
-        check_loaded(loaded, need_text=True, dense_mode=self.dense_mode)
+        hf_loader.check_loaded(loaded, need_text=True, dense_mode=self.dense_mode)
         self.loaded = loaded
         self.model = loaded.model
         self.text_model = loaded.text_model

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.labelers.open_clip_dense import DenseMode  # TODO(h9 move): alignkit.towers.open_clip
 
 BACKEND = "transformers"
 # model_type of each config -> the family whose dense mode applies
@@ -195,16 +194,6 @@ def _dense_attn_pool_value(model, last_hidden: Tensor) -> Tensor:
     return y + head.mlp(head.layernorm(y))  # (B, P, C = D)
 
 
-DENSE_MODES: dict[str, DenseMode] = {
-    "proj": DenseMode(
-        "proj", _check_proj, _dense_proj,
-        doc="last-layer patch tokens -> post_layernorm -> visual_projection (CLIP; the paper's choice)",
-    ),
-    "attn_pool_value": DenseMode(
-        "attn_pool_value", _check_attn_pool_value, _dense_attn_pool_value,
-        doc="each token alone through SigLIP's attention-pool head: v -> out_proj -> residual MLP",
-    ),
-}
 _DEFAULT_MODE = {"clip": "proj", "siglip": "attn_pool_value"}
 
 
@@ -377,3 +366,20 @@ class TowerInfo:
 def tower_info(model) -> TowerInfo:
     return TowerInfo(model_kind(model), tower_grid(model), tower_image_size(model), tower_width(model),
                      num_blocks(model), num_prefix_tokens(model))
+
+
+# --------------------------------------------------------------------------- the mode table
+# Imported last: until the open_clip tower code moves to alignkit.towers, DenseMode's module sits in
+# alignkit.labelers, whose __init__ imports this module back; everything it needs is defined above.
+from alignkit.labelers.open_clip_dense import DenseMode  # noqa: E402  TODO(h9 move): alignkit.towers.open_clip
+
+DENSE_MODES: dict[str, DenseMode] = {
+    "proj": DenseMode(
+        "proj", _check_proj, _dense_proj,
+        doc="last-layer patch tokens -> post_layernorm -> visual_projection (CLIP; the paper's choice)",
+    ),
+    "attn_pool_value": DenseMode(
+        "attn_pool_value", _check_attn_pool_value, _dense_attn_pool_value,
+        doc="each token alone through SigLIP's attention-pool head: v -> out_proj -> residual MLP",
+    ),
+}
