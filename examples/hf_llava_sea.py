@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import Trainer, TrainingArguments
 
+from alignkit.datasets import open_image
 from alignkit.integrations.transformers import LlavaSEA
 from alignkit.labelers import HFCLIPTopNLabeler
 from alignkit.testing.demo import DEMO_CAPTIONS, demo_tokenizer, write_demo_data
@@ -48,8 +48,8 @@ class CaptionData(torch.utils.data.Dataset):
         row = self.rows[i]
         caption = self.tok(row["conversations"][1]["value"], add_special_tokens=False)["input_ids"]
         target = caption + [self.tok.eos_token_id]
-        with Image.open(self.root / row["image"]) as image:
-            pixels = self.proc(image)  # transformers' CLIPImageProcessor, as LLaVA preprocesses
+        image = open_image(row["image"], root=self.root)  # alignkit's one image opener: RGB, checked, confined
+        pixels = self.proc(image)  # transformers' CLIPImageProcessor, as LLaVA preprocesses
         return dict(input_ids=self.prefix + target, labels=[IGNORE] * len(self.prefix) + target, pixel_values=pixels)
 
 

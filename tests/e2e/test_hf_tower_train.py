@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from alignkit.cli.extract_labels import main as extract_main
 from alignkit.cli.train import main as train_main
+from alignkit.datasets import open_image
 from alignkit.labelers import LabelCache
 from alignkit.registry import LABELERS
 from alignkit.testing.demo import write_demo_data
@@ -79,8 +78,8 @@ def test_extracted_cache_equals_the_labeler_and_names_the_backend(world):
     rows = json.loads(Path(world["ann"]).read_text())
     assert len(cache) == len(rows) and cache.grid == labeler.grid == (8, 8)
     for row in rows[::7]:
-        with Image.open(Path(world["ann"]).parent / row["image"]) as image:
-            pixels = labeler.transform(image)  # transformers' CLIPImageProcessor, as extraction used
+        image = open_image(row["image"], root=Path(world["ann"]).parent)
+        pixels = labeler.transform(image)  # transformers' CLIPImageProcessor, as extraction used
         direct = labeler(pixels[None])
         cached = cache[row["id"]]
         assert torch.equal(cached.words, direct.words)
