@@ -61,7 +61,7 @@ def test_bad_processors_are_named(tmp_path):
     with pytest.raises(ValueError, match="exactly one of model_name"):
         HFImageProcessor()
     clip = pil_processor_class("clip")
-    with pytest.raises(ValueError, match="does not fix an output size"):
+    with pytest.raises(ValueError, match="its output size depends on the image"):
         HFImageProcessor(processor=clip(size={"shortest_edge": 32}, do_center_crop=False))
     with pytest.raises(ValueError, match="no preprocessor_config.json could be read"):
         HFImageProcessor(model_name=str(tmp_path))
