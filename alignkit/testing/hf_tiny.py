@@ -103,11 +103,14 @@ def save_hf_tower(model, folder: str | os.PathLike, tokenizer=None, image_proces
 
 
 def tiny_llava(clip_model, tokenizer, text_hidden: int = 48, text_layers: int = 2, seed: int = 0,
-               image_token: str = "<image>"):
+               image_token: str = "<image>", select_strategy: str | None = None):
     """A ``LlavaForConditionalGeneration`` whose vision tower holds ``clip_model``'s vision weights.
 
-    ``tokenizer`` (the LLM's) gets ``image_token`` added if missing; the LLM is
-    a tiny random Llama, the projector LLaVA-1.5's 2-layer GELU MLP.
+    ``clip_model``: a ``CLIPModel`` or ``SiglipModel``. ``tokenizer`` (the
+    LLM's) gets ``image_token`` added if missing; the LLM is a tiny random
+    Llama, the projector LLaVA-1.5's 2-layer GELU MLP. ``select_strategy``:
+    LLaVA's ``vision_feature_select_strategy``; None: ``'default'`` (drop the
+    class token) for CLIP, ``'full'`` for SigLIP (no class token).
     """
     from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -119,9 +122,11 @@ def tiny_llava(clip_model, tokenizer, text_hidden: int = 48, text_layers: int = 
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     vision = clip_model.config.vision_config
     grid = vision.image_size // vision.patch_size
+    if select_strategy is None:
+        select_strategy = "full" if clip_model.config.model_type == "siglip" else "default"
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
                          image_token_id=tokenizer.convert_tokens_to_ids(image_token),
-                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         vision_feature_layer=-2, vision_feature_select_strategy=select_strategy,
                          projector_hidden_act="gelu", image_seq_length=grid * grid)
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
     tower = model.model.vision_tower if hasattr(model, "model") else model.vision_tower
