@@ -25,6 +25,7 @@ from mmengine.runner import Runner
 import alignkit.registry  # noqa: F401  (the 'alignkit' scope)
 from alignkit.cli.loading import load_weights, resolve
 from alignkit.engine.compat import apply_compat
+from alignkit.engine.hooks import require_hooks
 from alignkit.project_configs import find_config
 
 
@@ -54,7 +55,7 @@ def test_config(cfg, checkpoint: str | None, work_dir: str | None):
     cfg.launcher = "none"
     cfg.pop("strategy", None)  # evaluation runs on one process, without DeepSpeed
     cfg.pop("runner_type", None)
-    return cfg
+    return require_hooks(cfg, ("LabelCacheCheckHook",))  # a label cache must match the model it is scored with
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

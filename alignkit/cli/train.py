@@ -52,6 +52,7 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 
 import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's registry tree)
 from alignkit.engine.compat import apply_compat
+from alignkit.engine.hooks import require_hooks
 from alignkit.project_configs import find_config
 
 LAUNCHERS = ("none", "pytorch", "slurm")
@@ -100,7 +101,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")
     cfg.launcher = args.launcher
-    _require_hooks(cfg)
+    require_hooks(cfg, REQUIRED_HOOKS)
 
     stem = Path(args.config).stem
     if args.work_dir is not None:
@@ -137,13 +138,6 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
     cfg.setdefault("env_cfg", dict(dist_cfg=dict(backend="nccl")))
     return cfg
-
-
-def _require_hooks(cfg: Config) -> None:
-    """Append each of ``REQUIRED_HOOKS`` the config does not list (as ``Name`` or ``scope.Name``)."""
-    hooks = list(cfg.get("custom_hooks") or [])
-    listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
-    cfg.custom_hooks = [*hooks, *(dict(type=name) for name in REQUIRED_HOOKS if name not in listed)]
 
 
 def world_size() -> int:
