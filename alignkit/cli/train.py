@@ -52,6 +52,8 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 
 import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's registry tree)
 from alignkit.engine.compat import apply_compat
+from alignkit.engine.hooks import require_hooks
+from alignkit.project_configs import find_config
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 VIS_BACKENDS = {"tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}
@@ -62,7 +64,7 @@ _calls = itertools.count()
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/train.py", description="Train a model from an mmengine config.")
-    parser.add_argument("config", help="path of the config file")
+    parser.add_argument("config", help="a config file, or a packaged config such as sea/vicuna7b.py")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default: ./work_dirs/<config stem>)")
     parser.add_argument(
         "--resume",
@@ -94,12 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config file with the command line applied (no compatibility fixes yet)."""
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(find_config(args.config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")
     cfg.launcher = args.launcher
-    _require_hooks(cfg)
+    require_hooks(cfg, REQUIRED_HOOKS)
 
     stem = Path(args.config).stem
     if args.work_dir is not None:
@@ -136,13 +138,6 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
     cfg.setdefault("env_cfg", dict(dist_cfg=dict(backend="nccl")))
     return cfg
-
-
-def _require_hooks(cfg: Config) -> None:
-    """Append each of ``REQUIRED_HOOKS`` the config does not list (as ``Name`` or ``scope.Name``)."""
-    hooks = list(cfg.get("custom_hooks") or [])
-    listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
-    cfg.custom_hooks = [*hooks, *(dict(type=name) for name in REQUIRED_HOOKS if name not in listed)]
 
 
 def world_size() -> int:
