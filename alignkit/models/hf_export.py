@@ -733,7 +733,9 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     if head is None:
         raise ValueError(f"LLM {type(llm).__name__} has no output embeddings (lm_head) to export")
     tied = head.weight is emb
-    embed_key, head_key = _named(llm, emb), _named(llm, head.weight)
+    # The head's key from its module: when tied, a look-up by tensor would find the embedding's name first.
+    embed_key = _named(llm, emb)
+    head_key = next(f"{name}.weight" for name, module in llm.named_modules() if module is head)
     text_state = {k: v.detach() for k, v in llm.state_dict().items()}
     if tied:
         del text_state[head_key]  # transformers ties it again on load

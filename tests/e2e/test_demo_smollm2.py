@@ -123,3 +123,20 @@ def test_chat_with_the_stage2_checkpoint(smollm2_demo, smollm2_tokenizer, capsys
     encode = smollm2_tokenizer
     assert prompt == (encode(before, add_special_tokens=False)["input_ids"] + [IMAGE_TOKEN_INDEX]
                       + encode(after, add_special_tokens=False)["input_ids"])
+
+
+def test_export_to_transformers_llava_keeps_the_tied_embedding(smollm2_demo, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from alignkit.cli.export_hf import main as export_hf
+
+    out = tmp_path / "hf"
+    export_hf([smollm2_demo["ckpt"], str(out)])
+    exported = LlavaForConditionalGeneration.from_pretrained(str(out))
+    state = load_checkpoint_file(smollm2_demo["ckpt"], map_location="cpu")["state_dict"]
+    trained = state["llm.model.embed_tokens.weight"]  # (49152, 576), trained in stage 2
+    emb = exported.get_input_embeddings().weight
+    # SmolLM2 has no <image> token: the export appends one row; the 49,152 trained rows are kept as they are.
+    assert emb.shape == (49153, 576)
+    torch.testing.assert_close(emb[:49152], trained, rtol=0, atol=0)
+    assert exported.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # still tied
