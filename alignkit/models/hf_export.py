@@ -280,7 +280,14 @@ def siglip_vision_state_dict(visual) -> dict[str, Tensor]:
 
 def vision_tower_export(visual):
     """``(vision config, state dict, prefix tokens)`` of a tower that maps: an open_clip CLIP ViT (one CLS
-    token) or an open_clip timm SigLIP ViT (none); ValueError naming the tower otherwise."""
+    token) or an open_clip timm SigLIP ViT (none), or a transformers CLIP / SigLIP tower (``HFVisionEncoder``:
+    already LLaVA's classes, its own config and weights); ValueError naming the tower otherwise."""
+    from alignkit.towers import transformers as hf_tower
+
+    if hf_tower.is_transformers_tower(visual):
+        cfg = hf_tower.vision_config(visual)
+        return type(cfg)(**cfg.to_dict()), dict(hf_tower.vision_core(visual).state_dict()), \
+            hf_tower.num_prefix_tokens(visual)
     if _timm_trunk(visual) is not None:
         return siglip_vision_config(visual), siglip_vision_state_dict(visual), 0
     return clip_vision_config(visual), clip_vision_state_dict(visual), 1
@@ -726,7 +733,9 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     if head is None:
         raise ValueError(f"LLM {type(llm).__name__} has no output embeddings (lm_head) to export")
     tied = head.weight is emb
-    embed_key, head_key = _named(llm, emb), _named(llm, head.weight)
+    # The head's key from its module: when tied, a look-up by tensor would find the embedding's name first.
+    embed_key = _named(llm, emb)
+    head_key = next(f"{name}.weight" for name, module in llm.named_modules() if module is head)
     text_state = {k: v.detach() for k, v in llm.state_dict().items()}
     if tied:
         del text_state[head_key]  # transformers ties it again on load
