@@ -145,8 +145,9 @@ class HFChat:
         self.image_token_id = getattr(cfg, "image_token_id", None)
         if self.image_token_id is None:
             self.image_token_id = cfg.image_token_index
-        self.num_tokens = int(getattr(self.processor, "num_image_tokens", None)
-                              or getattr(self.processor, "image_seq_length"))
+        vision = cfg.vision_config  # P: LLaVA's 'default' strategy drops the CLS token, 'full' keeps it
+        self.num_tokens = (vision.image_size // vision.patch_size) ** 2 + int(
+            getattr(cfg, "vision_feature_select_strategy", "default") == "full")
         self.template = template
         self.device = device
 
