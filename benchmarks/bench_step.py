@@ -35,6 +35,7 @@ import torch
 
 import alignkit.testing.demo  # noqa: F401  (the demo CLIP config and tokenizer)
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.labelers import default_word_list
 from alignkit.registry import MODELS
 
 SEA_ALIGNER = dict(
@@ -48,7 +49,6 @@ SEA_ALIGNER = dict(
 def model_cfg(mode: str, device: str, num_words: int | None = None) -> dict:
     labeler_device = dict(device=device)
     if num_words is not None:  # a smaller word list, for a quick smoke run of the llava15 shapes on a CPU
-        from alignkit.labelers import default_word_list
 
         labeler_device["word_list"] = list(default_word_list().words[:num_words])
     if mode == "demo":

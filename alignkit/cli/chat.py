@@ -21,6 +21,10 @@ from collections.abc import Sequence
 import torch
 from mmengine.config import DictAction
 
+from alignkit.cli.common import load_model_and_source
+from alignkit.datasets.templates import get_template, tokenize_with_image
+from alignkit.export.hf import generation_prompt, image_processor_of, template_of
+
 
 def read_image(path: str):
     """The image at ``path`` as RGB; ValueError naming the path if it is missing or cannot be decoded."""
@@ -37,9 +41,6 @@ def read_image(path: str):
 
 def prompt_ids(tokenizer, template, question: str) -> torch.Tensor:
     """Long[1, T]: the generation prompt of a one-turn question about one image, with the image placeholder."""
-    from alignkit.datasets.templates import get_template, tokenize_with_image
-    from alignkit.models.hf_export import generation_prompt
-
     template = get_template(template)
     return torch.tensor([tokenize_with_image(tokenizer, generation_prompt(template, question), template.add_bos)])
 
@@ -87,9 +88,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    from alignkit.cli.export_hf import image_processor_of, template_of
-    from alignkit.cli.loading import load_model_and_source
-
     args = parse_args(argv)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")

@@ -32,22 +32,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from alignkit.cli.common import ImageRow, LabelDataSettings, LlavaImageDataset, collate_images, load_rows
 from alignkit.labelers.cache import (
     FAILURES,
     FORMAT_NAME,
@@ -72,112 +70,6 @@ from alignkit.labelers.cache import (
 from alignkit.registry import LABELERS
 
 PROG = "extract_labels"
-
-
-# --- config ------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelDataSettings:
-    """``label_data`` of the config, validated."""
-
-    ann_file: str
-    image_folder: str
-    batch_size: int = 64
-    num_workers: int = 4
-    shard_size: int = 4096
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "LabelDataSettings":
-        if "label_data" not in cfg:
-            raise ValueError("config has no `label_data`; expected dict(ann_file=..., image_folder=..., ...)")
-        raw = dict(cfg.label_data)
-        known = ("ann_file", "image_folder", "batch_size", "num_workers", "shard_size")
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ValueError(f"label_data has unknown key(s) {unknown}; valid keys are {list(known)}")
-        for key in ("ann_file", "image_folder"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise ValueError(f"label_data.{key} must be a path (str), got {raw.get(key)!r}")
-        settings = cls(**raw)
-        for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_size", 1)):
-            v = getattr(settings, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
-        return settings
-
-
-# --- the annotation file -----------------------------------------------------
-class ImageRow(NamedTuple):
-    row: int  # index in the JSON list
-    id: str  # the sample id (str of the JSON "id")
-    image: str  # the JSON "image" value
-    path: str  # image_folder joined with it
-
-
-def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, int]:
-    """``(image rows in file order, number of rows, rows without an image)``.
-
-    Raises ``ValueError`` naming the row index for a row without ``id`` or with
-    an ``image`` that is not one path, and naming the id for a duplicate.
-    """
-    with open(ann_file, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{ann_file}: expected a JSON list of rows, got {type(data).__name__}")
-    rows: list[ImageRow] = []
-    seen: dict[str, int] = {}
-    no_image = 0
-    for r, item in enumerate(data):
-        if not isinstance(item, dict) or item.get("id") is None:
-            raise ValueError(f"{ann_file}: row {r} has no 'id' (got {str(item)[:200]})")
-        if item.get("image") is None:
-            no_image += 1  # text-only rows of an instruct mix: nothing to label
-            continue
-        image = item["image"]
-        if not isinstance(image, str) or not image:
-            raise ValueError(
-                f"{ann_file}: row {r} (id {item['id']!r}) has 'image' {image!r}; expected one relative path (str)"
-            )
-        sid = str(item["id"])
-        if sid in seen:
-            raise ValueError(f"{ann_file}: duplicate sample id {sid!r} in rows {seen[sid]} and {r}; ids must be unique")
-        seen[sid] = r
-        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image)))
-    return rows, len(data), no_image
-
-
-class LlavaImageDataset(Dataset):
-    """Decodes the images of ``rows``: ``(index, Float[3, S, S] or None, reason or None)``.
-
-    A failure is returned, not raised, so that one bad file never kills a
-    DataLoader worker (and with it the run).
-    """
-
-    def __init__(self, rows: Sequence[ImageRow], transform) -> None:
-        self.rows = rows
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        path = self.rows[index].path
-        if not os.path.isfile(path):
-            return index, None, "file not found"
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")  # forces the full decode: truncation shows up here
-            return index, self.transform(image), None
-        except Exception as e:  # any decode/transform error of one file is that file's failure
-            return index, None, f"{type(e).__name__}: {e}"
-
-
-def collate_images(batch):
-    """``(Long[B] dataset indices of decoded images, Float[B, 3, S, S] or None, [(index, reason)])``."""
-    ok = [(i, x) for i, x, err in batch if err is None]
-    failed = [(i, err) for i, _, err in batch if err is not None]
-    index = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    images = torch.stack([x for _, x in ok]) if ok else None
-    return index, images, failed
 
 
 # --- distribution ------------------------------------------------------------

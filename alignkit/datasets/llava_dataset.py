@@ -34,6 +34,7 @@ from PIL import Image
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample
 from alignkit.datasets.templates import encode_conversation, get_template
 from alignkit.datasets.tokenizers import load_tokenizer
+from alignkit.labelers.cache import LabelCache
 from alignkit.registry import DATASETS, TRANSFORMS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 
@@ -212,8 +213,6 @@ class LLaVADataset(BaseDataset):
     @property
     def label_cache(self):
         if self._label_cache is None and self.label_cache_cfg is not None:
-            from alignkit.labelers.cache import LabelCache
-
             self._label_cache = LabelCache(**self.label_cache_cfg)
         return self._label_cache
 

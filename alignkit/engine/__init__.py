@@ -11,10 +11,11 @@ from alignkit.engine.compat import (
     install_checkpoint_loader,
     load_checkpoint_file,
 )
-from alignkit.engine.hooks import RNGStateHook, SkippedSamplesHook
+from alignkit.engine.hooks import AdapterArtifactHook, RNGStateHook, SkippedSamplesHook
 from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
+    "AdapterArtifactHook",
     "AlignmentMetric",
     "RNGStateHook",
     "SkippedSamplesHook",

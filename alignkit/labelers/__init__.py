@@ -2,8 +2,6 @@
 
 - ``CLIPTopNLabeler`` / ``SigLIPTopNLabeler`` (registered in ``LABELERS``):
   open_clip models, a word list, a cached text bank, chunked top-n.
-- ``forward_features``: one tower forward -> adapter features + dense
-  embeddings, for MLLMs that run the tower themselves.
 - ``load_word_list`` / ``WordList`` / ``default_word_list``: word lists.
 - ``LabelCache``: reads the offline label cache of ``tools/extract_labels.py``.
 - ``chunked_topn`` / ``cosine_topn``: the pure top-n functions.
@@ -12,8 +10,6 @@ from alignkit.labelers.base import BaseLabeler, OpenCLIPTopNLabeler
 from alignkit.labelers.cache import LabelCache
 from alignkit.labelers.clip import CLIPTopNLabeler
 from alignkit.labelers.functional import chunked_topn, cosine_topn, drop_below, naive_topn
-from alignkit.labelers.open_clip_dense import DENSE_MODES, DenseMode, forward_features
-from alignkit.labelers.open_clip_model import load_open_clip
 from alignkit.labelers.siglip import SigLIPTopNLabeler
 from alignkit.labelers.text_bank import build_text_bank, default_cache_dir, encode_text_tokens
 from alignkit.labelers.word_list import WordList, default_word_list, load_word_list
@@ -21,8 +17,6 @@ from alignkit.labelers.word_list import WordList, default_word_list, load_word_l
 __all__ = [
     "BaseLabeler",
     "CLIPTopNLabeler",
-    "DENSE_MODES",
-    "DenseMode",
     "LabelCache",
     "OpenCLIPTopNLabeler",
     "SigLIPTopNLabeler",
@@ -34,8 +28,6 @@ __all__ = [
     "default_word_list",
     "drop_below",
     "encode_text_tokens",
-    "forward_features",
-    "load_open_clip",
     "load_word_list",
     "naive_topn",
 ]

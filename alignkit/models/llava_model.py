@@ -41,10 +41,14 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor
 
+from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
+from alignkit.export.artifact import load_adapter_into
 from alignkit.models.builders import as_dtype, build_llm, build_tokenizer
 from alignkit.models.splice import splice_visual_tokens
-from alignkit.registry import ADAPTERS, MODELS
+from alignkit.registry import ADAPTERS, LABELERS, MODELS
 from alignkit.structures import PatchLabels
+from alignkit.word_table import build_word_table, word_token_ids
 
 PARTS = ("vision_encoder", "adapter", "llm", "aligner")
 MODES = ("loss", "tensor", "predict", "align")
@@ -137,8 +141,6 @@ class LLaVAModel(BaseModel):
         aligner_cfg = None if aligner is None else dict(aligner)
         labeler = None
         if aligner_cfg is not None and isinstance(aligner_cfg.get("labeler"), dict) and not init_empty:
-            from alignkit.registry import LABELERS
-
             labeler = LABELERS.build(_labeler_shares_tower(aligner_cfg["labeler"], vision_cfg))
             vision_cfg["loaded"] = labeler.loaded
         self.align_eval = self._check_align_eval(align_eval)
@@ -148,8 +150,6 @@ class LLaVAModel(BaseModel):
             if aligner_cfg is not None and eval_labeler_cfg == aligner_cfg.get("labeler") and labeler is not None:
                 eval_labeler = labeler
             elif isinstance(eval_labeler_cfg, dict):
-                from alignkit.registry import LABELERS
-
                 encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
                 eval_labeler = LABELERS.build(_labeler_shares_tower(eval_labeler_cfg, encoder_cfg))
                 vision_cfg.setdefault("loaded", eval_labeler.loaded)
@@ -205,8 +205,6 @@ class LLaVAModel(BaseModel):
             self._build_eval_tables()
 
         if adapter_weights and not init_empty:  # a meta build has no weights to load into
-            from alignkit.models.artifact import load_adapter_into
-
             load_adapter_into(adapter_weights, self.adapter, None)
 
         for name in PARTS:
@@ -242,8 +240,6 @@ class LLaVAModel(BaseModel):
 
     def _build_eval_tables(self) -> None:
         """The word table (and, for agreement='vocab', each word's token ids) that mode='align' scores against."""
-        from alignkit.word_table import build_word_table, word_token_ids
-
         words = getattr(self.eval_labeler, "words", None)
         aligner_words = getattr(self.aligner, "words", None)
         if self.aligner is not None and self.aligner.word_table is not None and (
@@ -276,9 +272,6 @@ class LLaVAModel(BaseModel):
     @torch.no_grad()
     def _align_eval(self, inputs: dict, patch_labels: PatchLabels | None) -> list[dict]:
         """mode='align': one dict per image row (see ``AlignmentMetric``); the vision side only."""
-        from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-        from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
-
         table, valid = self._eval_tables()
         if table is None:
             raise ValueError("mode='align' needs a word table: give the model an aligner or align_eval.labeler")

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from alignkit.registry import ALIGN_LOSSES, LABELERS, MODELS, SAMPLERS
 from alignkit.structures import EMPTY_WORD, PairSet, PatchLabels
+from alignkit.word_table import build_word_table
 
 
 def _stage_name(sampler) -> str:
@@ -104,8 +105,6 @@ class SEAAligner(nn.Module):
         tokenize to nothing get ``valid=False``; their pairs are dropped and
         counted in ``align_pairs_invalid_word``.
         """
-        from alignkit.word_table import build_word_table
-
         if self.words is None:
             raise ValueError("SEAAligner has no word list: give it a labeler or words=[...]")
         self.set_word_table(build_word_table(tokenizer, embedding, self.words, on_empty="mask", dtype=dtype))

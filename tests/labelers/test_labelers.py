@@ -6,7 +6,8 @@ import open_clip
 import pytest
 import torch
 
-from alignkit.labelers import BaseLabeler, forward_features
+from alignkit.labelers import BaseLabeler
+from alignkit.towers import forward_features
 from alignkit.registry import LABELERS
 from alignkit.structures import PairSet, PatchLabels
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from alignkit.cli.chat import main, prompt_ids
-from alignkit.cli.export_hf import image_processor_of, template_of
-from alignkit.cli.loading import load_model_and_source
+from alignkit.cli.common import load_model_and_source
 from alignkit.datasets.constants import IMAGE_TOKEN_INDEX
+from alignkit.export.hf import image_processor_of, template_of
 
 
 

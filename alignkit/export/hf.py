@@ -39,13 +39,20 @@ exported tokenizer uses ``prepend_scheme='always'`` (transformers' own
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from alignkit.datasets import LLaVADataset
 from alignkit.datasets.constants import IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from alignkit.datasets.image_processor import OpenCLIPImageProcessor
+from alignkit.datasets.templates import ChatTemplate, PlainTemplate, get_template, tokenize_with_image
+from alignkit.datasets.tokenizers import SentencePieceTokenizer
+from alignkit.registry import TRANSFORMS
+from alignkit.towers.open_clip import _is_open_clip_vit
 
 __all__ = [
     "ExportedLlava",
@@ -58,8 +65,36 @@ __all__ = [
     "generation_prompt",
     "hf_image_processor",
     "hf_tokenizer",
+    "image_processor_of",
     "projector_state_dict",
+    "template_of",
 ]
+
+
+# --------------------------------------------------------------------------- what the model trained with
+def template_of(cfg, override: str | None = None):
+    """The conversation template the model was trained with: ``override``, else the training dataset's."""
+    if override:
+        return get_template(override)
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    if "template" in dataset:
+        return get_template(dataset["template"])
+    # LLaVADataset's default (the demo's dataset keeps it)
+    return get_template(inspect.signature(LLaVADataset.__init__).parameters["template"].default)
+
+
+def image_processor_of(cfg, model):
+    """The training data's image processor (built), else the vision encoder's open_clip preprocessing."""
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    proc = dataset.get("image_processor")
+    if isinstance(proc, dict):
+        return TRANSFORMS.build(proc)
+    if proc is not None:
+        return proc
+    enc = model.vision_encoder
+    pre = enc.preprocess_cfg
+    return OpenCLIPImageProcessor(image_size=enc.image_size, mean=pre.get("mean"), std=pre.get("std"),
+                                  resize_mode=pre.get("resize_mode"), interpolation=pre.get("interpolation"))
 
 
 # --------------------------------------------------------------------------- vision tower
@@ -69,8 +104,6 @@ def _pair(x) -> tuple[int, int]:
 
 def _check_clip_tower(visual) -> None:
     from open_clip.transformer import ResidualAttentionBlock
-
-    from alignkit.labelers.open_clip_dense import _is_open_clip_vit
 
     if not _is_open_clip_vit(visual):
         raise ValueError(
@@ -183,8 +216,6 @@ def hf_tokenizer(tokenizer):
     from tokenizers import AddedToken, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from alignkit.datasets.tokenizers import SentencePieceTokenizer
-
     if isinstance(tokenizer, SentencePieceTokenizer):
         from transformers import LlamaTokenizer
 
@@ -234,8 +265,6 @@ def generation_prompt(template, question: str, has_image: bool = True) -> str:
     answer's first supervised segment is the prompt (``"<image>"`` for ``plain``,
     ``"SYSTEM USER: <image>\\nQ ASSISTANT:"`` for ``vicuna_v1``).
     """
-    from alignkit.datasets.templates import get_template
-
     template = get_template(template)
     human = (IMAGE_TOKEN + "\n" + question) if has_image else question
     segments = template.render([{"from": "human", "value": human}, {"from": "gpt", "value": "x"}], has_image)
@@ -255,8 +284,6 @@ def expand_image_placeholders(input_ids: Tensor, image_token_id: int, num_tokens
 def check_prompt_ids(tokenizer, exported, template, num_tokens: int, question: str = "What is in the image?") -> None:
     """ValueError unless the exported tokenizer, given the prompt with ``<image>`` repeated P times (what
     ``LlavaProcessor`` makes of it), gives alignkit's ids with the placeholder expanded."""
-    from alignkit.datasets.templates import get_template, tokenize_with_image
-
     template = get_template(template)
     prompt = generation_prompt(template, question)
     ours = tokenize_with_image(tokenizer, prompt, template.add_bos)
@@ -285,8 +312,6 @@ def chat_template_for(template) -> str:
     image goes to the front of its user turn as ``"<image>\\n" + text.strip()``
     (``normalise_conversation``); a leading ``system`` message replaces the system prompt.
     """
-    from alignkit.datasets.templates import ChatTemplate, PlainTemplate, get_template
-
     template = get_template(template)
     content = (
         "{%- set ns = namespace(text='', image=false) -%}"

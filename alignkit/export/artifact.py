@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from alignkit.registry import ADAPTERS
+
 FORMAT = "alignkit.adapter/1"
 ADAPTER_PREFIX = "adapter."
 LOSS_PREFIX = "align_loss."
@@ -75,8 +77,6 @@ class AdapterArtifact:
 
     def build_adapter(self) -> nn.Module:
         """The adapter, rebuilt from its config through ``ADAPTERS`` and loaded."""
-        from alignkit.registry import ADAPTERS
-
         adapter = ADAPTERS.build(self.adapter_config)
         adapter.load_state_dict(self.adapter_state)
         return adapter

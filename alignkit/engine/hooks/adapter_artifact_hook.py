@@ -19,7 +19,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from alignkit.models.artifact import save_adapter
+from alignkit.export.artifact import save_adapter
 from alignkit.registry import HOOKS
 
 

@@ -1,4 +1,7 @@
-"""Build a ``LLaVAModel`` for the analysis tools from a CONFIG, a CHECKPOINT, or both.
+"""What several command-line tools share; no ``alignkit.cli`` module imports another, only this one.
+
+Building a ``LLaVAModel`` for the analysis tools from a CONFIG, a CHECKPOINT, or both
+(:func:`load_model_and_source`):
 
 - ``CHECKPOINT`` alone (``iter_N.pth``): its config is the one mmengine dumped
   next to it (``<work_dir>/<config name>.py``), or, when the work dir holds no
@@ -12,15 +15,29 @@
 A checkpoint whose state dict does not fit the config's model (another config,
 another LLM) is refused with the checkpoint's path and the first differing key,
 instead of a half-loaded model.
+
+Also here: the ``label_data`` settings, annotation rows and image decoding of the
+label tools (``extract_labels``, ``analyze_labels``) and the output-folder check
+of the plotting tools.
 """
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
+from PIL import Image
+from torch.utils.data import Dataset
+
+from alignkit.engine.compat import load_checkpoint_file
+from alignkit.registry import MODELS
 
 CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
 
@@ -37,13 +54,11 @@ class Source(NamedTuple):
         return f"checkpoint {Path(self.checkpoint).name}"
 
 
-def _is_config(path: str) -> bool:
+def is_config(path: str) -> bool:
     return str(path).endswith(CONFIG_SUFFIXES)
 
 
 def _checkpoint_meta_cfg(checkpoint: str) -> str | None:
-    from alignkit.engine.compat import load_checkpoint_file
-
     meta = load_checkpoint_file(checkpoint, map_location="cpu").get("meta") or {}
     text = meta.get("cfg")
     return text if isinstance(text, str) and text.strip() else None
@@ -72,7 +87,7 @@ def resolve(config_or_checkpoint: str, checkpoint: str | None = None) -> tuple[C
         raise ValueError(f"config_or_checkpoint {first!r} does not exist (expected a config .py or a checkpoint .pth)")
     if checkpoint is not None and not os.path.isfile(checkpoint):
         raise ValueError(f"checkpoint {checkpoint!r} does not exist")
-    if _is_config(first):
+    if is_config(first):
         return Config.fromfile(first), Source(first, checkpoint)
     if checkpoint is not None:
         raise ValueError(f"got two checkpoints ({first!r}, {checkpoint!r}); expected CONFIG [CHECKPOINT] or CHECKPOINT")
@@ -80,12 +95,7 @@ def resolve(config_or_checkpoint: str, checkpoint: str | None = None) -> tuple[C
     return cfg, Source(cfg.filename or "<checkpoint meta>", first)
 
 
-def _import_and_scope(cfg: Config) -> None:
-    from mmengine.registry import init_default_scope
-    from mmengine.utils import import_modules_from_strings
-
-    import alignkit.registry  # noqa: F401  (the 'alignkit' scope)
-
+def import_and_scope(cfg: Config) -> None:
     if cfg.get("custom_imports"):
         import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.get("default_scope", "alignkit"))
@@ -99,11 +109,9 @@ def build_model(cfg: Config, device: str | torch.device = "cpu"):
     CLIP's text tower, hence its text bank and labels) come out as in
     training, and the same in every run. The caller's RNG state is kept.
     """
-    from alignkit.registry import MODELS
-
     if "model" not in cfg:
         raise ValueError(f"config {cfg.filename!r} has no `model`")
-    _import_and_scope(cfg)
+    import_and_scope(cfg)
     seed = (cfg.get("randomness") or {}).get("seed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0 if seed is None else int(seed))
@@ -124,8 +132,6 @@ def state_dict_diff(have: dict, want: dict) -> list[tuple[str, str, str]]:
 
 def load_weights(model, checkpoint: str) -> None:
     """Load ``checkpoint``'s ``state_dict`` into ``model``, strictly; ValueError naming the first differing key."""
-    from alignkit.engine.compat import load_checkpoint_file
-
     ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state:
@@ -150,16 +156,9 @@ def load_weights(model, checkpoint: str) -> None:
         aligner.build_word_table(model.tokenizer, model.llm.get_input_embeddings())
 
 
-def load_model(config_or_checkpoint: str, checkpoint: str | None = None, cfg_options: dict | None = None,
-               device: str | torch.device = "cpu"):
-    """A ``LLaVAModel`` in eval mode on ``device``, from CONFIG, CHECKPOINT or CONFIG + CHECKPOINT (module docstring)."""
-    model, _, _ = load_model_and_source(config_or_checkpoint, checkpoint, cfg_options, device)
-    return model
-
-
 def load_model_and_source(config_or_checkpoint: str, checkpoint: str | None = None, cfg_options: dict | None = None,
                           device: str | torch.device = "cpu"):
-    """``(model, Config, Source)``: :func:`load_model` plus what it was built from."""
+    """``(model, Config, Source)``: a ``LLaVAModel`` in eval mode on ``device`` and what it was built from (module docstring)."""
     cfg, source = resolve(config_or_checkpoint, checkpoint)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -167,3 +166,120 @@ def load_model_and_source(config_or_checkpoint: str, checkpoint: str | None = No
     if source.checkpoint is not None:
         load_weights(model, source.checkpoint)
     return model, cfg, source
+
+
+# --- the label tools' data (extract_labels, analyze_labels) -------------------
+@dataclass(frozen=True)
+class LabelDataSettings:
+    """``label_data`` of the config, validated."""
+
+    ann_file: str
+    image_folder: str
+    batch_size: int = 64
+    num_workers: int = 4
+    shard_size: int = 4096
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "LabelDataSettings":
+        if "label_data" not in cfg:
+            raise ValueError("config has no `label_data`; expected dict(ann_file=..., image_folder=..., ...)")
+        raw = dict(cfg.label_data)
+        known = ("ann_file", "image_folder", "batch_size", "num_workers", "shard_size")
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ValueError(f"label_data has unknown key(s) {unknown}; valid keys are {list(known)}")
+        for key in ("ann_file", "image_folder"):
+            if not isinstance(raw.get(key), str) or not raw[key]:
+                raise ValueError(f"label_data.{key} must be a path (str), got {raw.get(key)!r}")
+        settings = cls(**raw)
+        for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_size", 1)):
+            v = getattr(settings, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
+        return settings
+
+
+class ImageRow(NamedTuple):
+    row: int  # index in the JSON list
+    id: str  # the sample id (str of the JSON "id")
+    image: str  # the JSON "image" value
+    path: str  # image_folder joined with it
+
+
+def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, int]:
+    """``(image rows in file order, number of rows, rows without an image)``.
+
+    Raises ``ValueError`` naming the row index for a row without ``id`` or with
+    an ``image`` that is not one path, and naming the id for a duplicate.
+    """
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise ValueError(f"{ann_file}: expected a JSON list of rows, got {type(data).__name__}")
+    rows: list[ImageRow] = []
+    seen: dict[str, int] = {}
+    no_image = 0
+    for r, item in enumerate(data):
+        if not isinstance(item, dict) or item.get("id") is None:
+            raise ValueError(f"{ann_file}: row {r} has no 'id' (got {str(item)[:200]})")
+        if item.get("image") is None:
+            no_image += 1  # text-only rows of an instruct mix: nothing to label
+            continue
+        image = item["image"]
+        if not isinstance(image, str) or not image:
+            raise ValueError(
+                f"{ann_file}: row {r} (id {item['id']!r}) has 'image' {image!r}; expected one relative path (str)"
+            )
+        sid = str(item["id"])
+        if sid in seen:
+            raise ValueError(f"{ann_file}: duplicate sample id {sid!r} in rows {seen[sid]} and {r}; ids must be unique")
+        seen[sid] = r
+        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image)))
+    return rows, len(data), no_image
+
+
+class LlavaImageDataset(Dataset):
+    """Decodes the images of ``rows``: ``(index, Float[3, S, S] or None, reason or None)``.
+
+    A failure is returned, not raised, so that one bad file never kills a
+    DataLoader worker (and with it the run).
+    """
+
+    def __init__(self, rows: Sequence[ImageRow], transform) -> None:
+        self.rows = rows
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        path = self.rows[index].path
+        if not os.path.isfile(path):
+            return index, None, "file not found"
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")  # forces the full decode: truncation shows up here
+            return index, self.transform(image), None
+        except Exception as e:  # any decode/transform error of one file is that file's failure
+            return index, None, f"{type(e).__name__}: {e}"
+
+
+def collate_images(batch):
+    """``(Long[B] dataset indices of decoded images, Float[B, 3, S, S] or None, [(index, reason)])``."""
+    ok = [(i, x) for i, x, err in batch if err is None]
+    failed = [(i, err) for i, _, err in batch if err is not None]
+    index = torch.tensor([i for i, _ in ok], dtype=torch.long)
+    images = torch.stack([x for _, x in ok]) if ok else None
+    return index, images, failed
+
+
+# --- output folders (analyze_labels, visualize_alignment) ----------------------
+def check_out_dir(out: str, force: bool) -> Path:
+    """Create ``out``; refuse one that already holds files unless ``force``."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out!r} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise ValueError(f"--out {out!r} already holds files; pass --force to write into it anyway")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
