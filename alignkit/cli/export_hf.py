@@ -10,8 +10,9 @@ prompts the way the model was trained — plus LLaVA's ``mm_projector.bin``
 ``alignkit_export.json`` (where it came from).
 
 CHECKPOINT is a stage-2 checkpoint, or a stage-1 one (its frozen LLM is in the
-checkpoint too, or comes from the config's ``llm.pretrained``); its config is
-the one mmengine dumped next to it, or ``--config``. The conversation template
+checkpoint too, or comes from the config's ``llm.pretrained``); its model is
+rebuilt from the description (data, never Python) stored in the checkpoint, or
+from ``--config``. The conversation template
 is the training data's (``train_dataloader.dataset.template``) unless
 ``--template`` says otherwise; the image preprocessing is the training data's
 ``image_processor``. The mapping itself is :mod:`alignkit.export.hf`.
@@ -32,7 +33,7 @@ from mmengine.config import DictAction
 
 from alignkit.cli.common import load_model_and_source
 from alignkit.export.artifact import adapter_config
-from alignkit.export.hf import build_llava, image_processor_of, template_of
+from alignkit.export.hf import build_llava, image_processor_of, template_of, write_llava
 from alignkit.export.llava_projector import to_llava
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,9 +61,8 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        exported.model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        exported.processor.save_pretrained(str(tmp))
-        exported.tokenizer.save_pretrained(str(tmp))
+        tmp.mkdir(parents=True)
+        write_llava(exported, tmp, max_shard_size)
         if checkpoint is not None:
             kind = to_llava(checkpoint, str(tmp / "mm_projector.bin"), adapter_config(model.adapter))
         else:
@@ -76,7 +76,7 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
             image_seq_length=model.num_visual_tokens,
             embedding_rows_added=exported.added_rows,
             mm_projector_type=kind,
-            dtype=str(next(exported.model.parameters()).dtype).replace("torch.", ""),
+            dtype=exported.config["dtype"],
         )
         (tmp / "alignkit_export.json").write_text(json.dumps(info, indent=1))
         if out.exists():
@@ -93,7 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tools/export_hf.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
     p.add_argument("out_dir", help="the folder to write (must not exist, unless --force)")
-    p.add_argument("--config", help="the config the checkpoint was trained with (default: the one dumped next to it)")
+    p.add_argument("--config", help="the config the checkpoint was trained with (default: the model description stored in the checkpoint)")
     p.add_argument("--template", help="conversation template of the prompts (default: the training data's)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="auto", help="weights dtype (auto: the LLM's)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")

@@ -11,12 +11,20 @@ from alignkit.engine.compat import (
     install_checkpoint_loader,
     load_checkpoint_file,
 )
-from alignkit.engine.hooks import AdapterArtifactHook, RNGStateHook, SkippedSamplesHook
+from alignkit.engine.hooks import (
+    AdapterArtifactHook,
+    LabelCacheCheckHook,
+    ModelDescriptionHook,
+    RNGStateHook,
+    SkippedSamplesHook,
+)
 from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
     "AdapterArtifactHook",
     "AlignmentMetric",
+    "LabelCacheCheckHook",
+    "ModelDescriptionHook",
     "RNGStateHook",
     "SkippedSamplesHook",
     "allow_checkpoint_globals",

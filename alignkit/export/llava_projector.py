@@ -59,7 +59,9 @@ def to_llava(src: str, dst: str, adapter_config: dict | None = None) -> str:
 
 
 def to_alignkit(src: str, dst: str) -> str:
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(src, map_location="cpu")
+    if not isinstance(state, dict):
+        raise ValueError(f"{src!r} holds a {type(state).__name__}, not a state dict; is it LLaVA's mm_projector.bin?")
     own = {k[len(LLAVA_PREFIX):]: v for k, v in state.items() if k.startswith(LLAVA_PREFIX)}
     if not own:
         raise ValueError(f"{src!r} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")

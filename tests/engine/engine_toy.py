@@ -14,17 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from torch import nn
 
-from alignkit.registry import ADAPTERS, DATASETS, HOOKS, MODELS
+from alignkit.registry import ADAPTERS, DATASETS, HOOKS, METRICS, MODELS
 
 SCOPE = "alignkit_test"
 TOY_MODELS = Registry("model", parent=MODELS, scope=SCOPE)
 TOY_DATASETS = Registry("dataset", parent=DATASETS, scope=SCOPE)
 TOY_HOOKS = Registry("hook", parent=HOOKS, scope=SCOPE)
+TOY_METRICS = Registry("metric", parent=METRICS, scope=SCOPE)
 
 ENGINE_TESTS = Path(__file__).resolve().parent
 
@@ -60,6 +62,17 @@ class ToyAdapterRegressor(BaseModel):
         if mode == "loss":
             return dict(loss_mse=((out - targets) ** 2).mean())
         return out
+
+
+@TOY_METRICS.register_module()
+class ToyMSEMetric(BaseMetric):
+    """Mean squared error of the predictions (validation of the toy regression)."""
+
+    def process(self, data_batch, data_samples) -> None:
+        self.results.append(((torch.stack(list(data_samples)) - data_batch["targets"]) ** 2).mean().item())
+
+    def compute_metrics(self, results: list) -> dict:
+        return dict(toy_mse=sum(results) / len(results))
 
 
 class SimulatedCrash(RuntimeError):
@@ -142,13 +155,32 @@ randomness = dict(seed=1234)
 log_level = 'WARNING'
 """
 
+# Validation every `val_interval` iterations on 8 held-out rows (a DataLoader, so each run draws from the RNG).
+VALIDATION = """\
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    dataset=dict(type='alignkit_test.ToyRegressionDataset', num_samples=8, seed=1),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
+)
+val_evaluator = dict(type='alignkit_test.ToyMSEMetric')
+val_cfg = dict(type='ValLoop')
+"""
 
-def write_config(path: Path, max_iters: int = 10, ckpt_interval: int = 4) -> Path:
-    """Write the toy config (warm-up of up to 3 iterations, then a cosine decay to ``max_iters``)."""
+
+def write_config(path: Path, max_iters: int = 10, ckpt_interval: int = 4, val_interval: int | None = None) -> Path:
+    """Write the toy config (warm-up of up to 3 iterations, then a cosine decay to ``max_iters``).
+
+    ``val_interval``: validate every that many iterations (default: never).
+    """
     if max_iters < 2:
         raise ValueError(f"max_iters must be >= 2 (warm-up, then decay), got {max_iters}")
     warmup = min(3, max_iters - 1)
-    path.write_text(CONFIG.format(max_iters=max_iters, ckpt_interval=ckpt_interval, warmup=warmup))
+    text = CONFIG.format(max_iters=max_iters, ckpt_interval=ckpt_interval, warmup=warmup)
+    if val_interval is not None:
+        text = text.replace("val_interval=10**9)", f"val_interval={val_interval}, val_begin=1)") + VALIDATION
+    path.write_text(text)
     return path
 
 
