@@ -62,16 +62,22 @@ def test_a_matching_cache_trains(demo_cache, tmp_path):
     assert runner.iter == 1 and _iters_run(tmp_path) == [tmp_path / "iter_1.pth"]
 
 
-def test_a_cache_of_another_word_list_refuses_before_the_first_step(demo_cache, tmp_path):
+@pytest.mark.parametrize("loader", ["train_dataloader", "val_dataloader"])
+def test_a_cache_of_another_word_list_refuses_before_the_first_step(demo_cache, tmp_path, loader):
     # Same size, one word replaced: today this trains on wrong target words without a warning.
     # (Every other field -- V, top-n, grid, transform, backend -- is covered in tests/labelers.)
+    # Validation labels feed the alignment metrics: they are checked against align_eval's labeler.
     words = demo_cache["words"].read_text(encoding="utf-8").split()
     other = tmp_path / "other_words.txt"
     other.write_text("\n".join(words[:-1] + ["zebra"]) + "\n", encoding="utf-8")
+    options = [f"model.align_eval.labeler.word_list={other}"]
+    if loader == "train_dataloader":
+        options.append(f"model.aligner.labeler.word_list={other}")
+    else:
+        options.append(f"val_dataloader.dataset.label_cache={demo_cache['cache']}")
     with pytest.raises(LabelCacheError) as err:
-        _train(demo_cache, tmp_path / "work", f"model.aligner.labeler.word_list={other}",
-               f"model.align_eval.labeler.word_list={other}")
+        _train(demo_cache, tmp_path / "work", *options)
     msg = str(err.value)
-    assert f"label cache {demo_cache['cache']} does not match the model and train_dataloader.dataset" in msg
+    assert f"label cache {demo_cache['cache']} does not match the model and {loader}.dataset" in msg
     assert re.search(r"labeler\.word_list_sha256: cache has '[0-9a-f]{64}', model's labeler has '[0-9a-f]{64}'", msg)
     assert _iters_run(tmp_path / "work") == []  # not one step

@@ -3,7 +3,8 @@
 A dataset with ``label_cache=DIR`` hands the model labels someone made earlier.
 Before the first step (``before_train``, also on resume) this hook opens the
 cache of every dataset of the train and validation loaders and compares it
-with what consumes it (``alignkit.labelers.cache.check_label_cache``):
+with what consumes it (``alignkit.labelers.cache.check_label_cache``); a
+validation or test run on its own is checked before its first batch:
 
 - the model's labeler, when it has one (its whole fingerprint: backend, model,
   weights, word list, prompt, top-n, grid, transform, ...), else the word list
@@ -67,20 +68,31 @@ class LabelCacheCheckHook(Hook):
 
     priority = "VERY_HIGH"
 
+    def __init__(self) -> None:
+        self._checked: set[int] = set()  # caches already compared (validation runs many times)
+
     def before_train(self, runner) -> None:
-        model = unwrap_model(runner.model)
-        loaders = [("train_dataloader", runner.train_dataloader, False)]
+        self._check(runner, "train_dataloader", runner.train_dataloader, for_eval=False)
         if runner.val_loop is not None:
-            loaders.append(("val_dataloader", runner.val_dataloader, True))
-        for name, loader, for_eval in loaders:
-            for path, dataset in iter_datasets(loader.dataset, f"{name}.dataset"):
-                cache = getattr(dataset, "label_cache", None)  # opens a cache directory (LLaVADataset)
-                if cache is None or not hasattr(cache, "manifest"):
-                    continue  # no cache, or in-memory labels handed over by code: nothing recorded to compare
-                check_label_cache(
-                    cache,
-                    what=f"the model and {path}",
-                    image_processor=getattr(dataset, "image_processor", None),
-                    **label_consumer(model, for_eval),
-                )
-                print_log(f"label cache {cache.root} matches the model and {path}", logger="current")
+            self._check(runner, "val_dataloader", runner.val_dataloader, for_eval=True)
+
+    def before_val(self, runner) -> None:  # also a validation run on its own (Runner.val)
+        self._check(runner, "val_dataloader", runner.val_dataloader, for_eval=True)
+
+    def before_test(self, runner) -> None:
+        self._check(runner, "test_dataloader", runner.test_dataloader, for_eval=True)
+
+    def _check(self, runner, name: str, loader, for_eval: bool) -> None:
+        model = unwrap_model(runner.model)
+        for path, dataset in iter_datasets(loader.dataset, f"{name}.dataset"):
+            cache = getattr(dataset, "label_cache", None)  # opens a cache directory (LLaVADataset)
+            if cache is None or not hasattr(cache, "manifest") or id(cache) in self._checked:
+                continue  # no cache, in-memory labels handed over by code (nothing recorded), or done
+            check_label_cache(
+                cache,
+                what=f"the model and {path}",
+                image_processor=getattr(dataset, "image_processor", None),
+                **label_consumer(model, for_eval),
+            )
+            self._checked.add(id(cache))
+            print_log(f"label cache {cache.root} matches the model and {path}", logger="current")
