@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,9 +35,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
-from PIL import Image
 from torch.utils.data import Dataset
 
+from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.engine.compat import load_checkpoint_file
 from alignkit.engine.model_description import META_KEY, config_from_description
 from alignkit.registry import MODELS
@@ -173,13 +173,17 @@ class LabelDataSettings:
     batch_size: int = 64
     num_workers: int = 4
     shard_size: int = 4096
+    # The image rules of training (alignkit.datasets.image_io.open_image, LLaVADataset's same-named options).
+    allow_outside_root: bool = False
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_aspect: float = DEFAULT_MAX_ASPECT
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LabelDataSettings":
         if "label_data" not in cfg:
             raise ValueError("config has no `label_data`; expected dict(ann_file=..., image_folder=..., ...)")
         raw = dict(cfg.label_data)
-        known = ("ann_file", "image_folder", "batch_size", "num_workers", "shard_size")
+        known = tuple(f.name for f in fields(cls))
         unknown = sorted(set(raw) - set(known))
         if unknown:
             raise ValueError(f"label_data has unknown key(s) {unknown}; valid keys are {list(known)}")
@@ -191,7 +195,15 @@ class LabelDataSettings:
             v = getattr(settings, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
+        if not isinstance(settings.allow_outside_root, bool):
+            raise ValueError(f"label_data.allow_outside_root must be True or False, got {settings.allow_outside_root!r}")
         return settings
+
+    @property
+    def image_rules(self) -> dict:
+        """``open_image``'s keyword arguments (recorded in the manifest: they decide which images fail)."""
+        return dict(allow_outside_root=self.allow_outside_root, max_pixels=self.max_image_pixels,
+                    max_aspect=self.max_image_aspect)
 
 
 class ImageRow(NamedTuple):
@@ -199,6 +211,7 @@ class ImageRow(NamedTuple):
     id: str  # the sample id (str of the JSON "id")
     image: str  # the JSON "image" value
     path: str  # image_folder joined with it
+    root: str | None = None  # the folder reads are confined to (None: path is read as it is)
 
 
 def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, int]:
@@ -229,33 +242,35 @@ def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, in
         if sid in seen:
             raise ValueError(f"{ann_file}: duplicate sample id {sid!r} in rows {seen[sid]} and {r}; ids must be unique")
         seen[sid] = r
-        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image)))
+        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image), image_folder))
     return rows, len(data), no_image
 
 
 class LlavaImageDataset(Dataset):
     """Decodes the images of ``rows``: ``(index, Float[3, S, S] or None, reason or None)``.
 
-    A failure is returned, not raised, so that one bad file never kills a
-    DataLoader worker (and with it the run).
+    Images are opened as training opens them (``open_image``: 16-bit and alpha
+    converted, memory bounded by ``max_pixels``/``max_aspect``, paths confined to
+    the row's ``root`` unless ``allow_outside_root``). A failure is returned, not
+    raised, so that one bad file never kills a DataLoader worker (and with it the run).
     """
 
-    def __init__(self, rows: Sequence[ImageRow], transform) -> None:
+    def __init__(self, rows: Sequence[ImageRow], transform, **image_rules) -> None:
         self.rows = rows
         self.transform = transform
+        self.image_rules = image_rules  # open_image's allow_outside_root, max_pixels, max_aspect
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int):
-        path = self.rows[index].path
-        if not os.path.isfile(path):
-            return index, None, "file not found"
+        row = self.rows[index]
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")  # forces the full decode: truncation shows up here
+            image = open_image(row.image if row.root is not None else row.path, root=row.root, **self.image_rules)
             return index, self.transform(image), None
-        except Exception as e:  # any decode/transform error of one file is that file's failure
+        except ImageError as e:  # the reason is training's skip reason
+            return index, None, f"{e.reason}: {e.detail}"
+        except Exception as e:  # any transform error of one file is that file's failure
             return index, None, f"{type(e).__name__}: {e}"
 
 

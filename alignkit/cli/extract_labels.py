@@ -12,6 +12,7 @@ distribution over ranks and the progress report; the writer owns the files. The 
         batch_size=64,     # images per labeler forward pass
         num_workers=4,     # DataLoader decoding processes (0: decode in the main process)
         shard_size=4096,   # image rows per shard (the unit of resume and of rank splitting)
+        # optional, as in training (LLaVADataset): allow_outside_root=False, max_image_pixels, max_image_aspect
     )
 
 Guarantees:
@@ -24,6 +25,9 @@ Guarantees:
   a killed run finishes with output byte-identical to an uninterrupted one.
 - **Data-parallel.** Under ``torchrun`` rank ``r`` takes shards ``i % world == r``;
   rank 0 writes ``failures.jsonl`` and the final manifest after a barrier.
+- **Images as in training.** Opened by ``alignkit.datasets.image_io.open_image``
+  with the same rules (16-bit and alpha converted, bounded pixels and aspect,
+  paths confined to ``image_folder``); a failure's reason is training's skip reason.
 - **No silent drops.** A missing or unreadable image is skipped, warned about,
   written to ``failures.jsonl`` with its path and reason and counted in the
   summary; rows without ``"image"`` (text-only) are counted as "no image".
@@ -250,6 +254,7 @@ def _run(args, cfg: Config, data: LabelDataSettings, rank: int, world: int) -> i
             "num_rows": num_rows,
             "num_images": len(rows),
             "num_no_image": no_image,
+            "image_rules": data.image_rules,
         },
         shard_size=data.shard_size,
         num_images=len(rows),
@@ -330,7 +335,7 @@ def _label_shards(labeler, device, data, rows, writer, todo, done, args, rank, w
             batch_shard.append(i)
     last_batch = {s: n for n, s in enumerate(batch_shard)}
     loader = DataLoader(
-        LlavaImageDataset(rows, labeler.transform),
+        LlavaImageDataset(rows, labeler.transform, **data.image_rules),
         batch_sampler=batches,
         num_workers=data.num_workers,
         collate_fn=collate_images,

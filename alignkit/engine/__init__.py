@@ -15,6 +15,7 @@ from alignkit.engine.hooks import (
     AdapterArtifactHook,
     LabelCacheCheckHook,
     ModelDescriptionHook,
+    NonFinitePatchesHook,
     RNGStateHook,
     SkippedSamplesHook,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "AlignmentMetric",
     "LabelCacheCheckHook",
     "ModelDescriptionHook",
+    "NonFinitePatchesHook",
     "RNGStateHook",
     "SkippedSamplesHook",
     "allow_checkpoint_globals",

@@ -44,13 +44,27 @@ class SEAAligner(nn.Module):
         labeler: a labeler (``label(dense) -> PatchLabels``, ``words``) or its
             config dict (built through ``LABELERS``; ``LLaVAModel`` fills in the
             vision encoder's model so the tower is loaded once), or None when
-            labels always come in as ``PatchLabels`` (offline cache).
-        samplers: samplers or their config dicts, applied in order (the SEA
-            preset: similarity-weighted, 2×2 window, dedup).
-        loss: the align loss module or its config dict (``ALIGN_LOSSES``). It
-            owns the learnable temperature, which trains with the adapter.
+            labels always come in as ``PatchLabels`` (offline cache, or labels
+            you compute yourself).
+        samplers: a list of sampler *instances* (``WindowSampler(window=2)``,
+            or any callable ``(PairSet, grid, generator) -> PairSet``) or their
+            config dicts, mixed freely, applied in order (the SEA preset:
+            similarity-weighted, 2×2 window, dedup). ``[]`` keeps every pair.
+        loss: an align loss *instance* (``InfoNCELoss()``, any ``nn.Module``
+            ``(visual (N, E), text (N, E)) -> scalar``) or its config dict
+            (``ALIGN_LOSSES``); None: ``InfoNCELoss()``. It owns the learnable
+            temperature, which trains with the adapter (``aligner.parameters()``).
         loss_weight: λ of Eq. 11. The paper gives no value; 1.0 is the preset.
-        words: the word list, when there is no labeler to take it from.
+        words: the word list the labels' ids index. **Required when
+            ``labeler`` is None** (the word table is built from it); with a
+            labeler, its ``words`` are used.
+
+    Example (plain PyTorch, labels from a cache, no labeler)::
+
+        aligner = SEAAligner(samplers=[SimilarityWeightedSampler(), WindowSampler(window=2), DedupSampler()],
+                             loss=InfoNCELoss(init_logit_scale=0.0), words=cache_words)
+        aligner.build_word_table(tokenizer, llm.get_input_embeddings())
+        out = aligner(visual, labels=patch_labels)    # visual (B, P, E), PatchLabels for the same B images
 
     The word table (V, E) is set with :meth:`build_word_table` (or
     :meth:`set_word_table`) before the first forward; it is a non-persistent
@@ -106,7 +120,9 @@ class SEAAligner(nn.Module):
         counted in ``align_pairs_invalid_word``.
         """
         if self.words is None:
-            raise ValueError("SEAAligner has no word list: give it a labeler or words=[...]")
+            raise ValueError(
+                "SEAAligner has no word list: without a labeler pass words=[...] (the list the labels' ids index)"
+            )
         self.set_word_table(build_word_table(tokenizer, embedding, self.words, on_empty="mask", dtype=dtype))
 
     def set_word_table(self, table) -> None:
@@ -152,8 +168,10 @@ class SEAAligner(nn.Module):
 
         Returns:
             ``loss_align`` (λ·L_a, fp32 scalar with a graph) and, for logging:
-            ``align_temperature``, ``align_label_coverage`` (fraction of patches
-            with at least one label), ``align_pairs_candidates``,
+            ``align_temperature`` (inf once the temperature diverged),
+            ``align_label_coverage`` (fraction of patches with at least one
+            label), ``align_patches_nonfinite`` (patches whose dense embedding
+            held NaN/inf: they get no label), ``align_pairs_candidates``,
             ``align_pairs_invalid_word``, ``align_pairs_after_<stage>`` per sampler.
         """
         if self.word_table is None:
@@ -166,12 +184,21 @@ class SEAAligner(nn.Module):
                 f"visual has width E={visual.shape[-1]}, the word table {self.word_table.shape[1]}; "
                 "they must both be the LLM's embedding width"
             )
+        nonfinite = None
         if labels is None:
             if dense is None:
                 raise ValueError("SEAAligner needs dense embeddings (dense=...) or precomputed labels (labels=...)")
             if self.labeler is None:
                 raise ValueError("SEAAligner has no labeler to label dense embeddings; pass labels=PatchLabels")
-            labels = self.labeler.label(dense.detach())
+            dense = dense.detach()
+            labels = self.labeler.label(dense)
+            # (B, P) Bool: a patch whose embedding holds NaN/inf has no meaningful label; it gets none
+            # and is counted (align_patches_nonfinite; NonFinitePatchesHook warns in the training log).
+            nonfinite = ~torch.isfinite(dense).all(dim=-1)
+            if bool(nonfinite.any()):
+                empty = nonfinite.to(labels.words.device)[..., None]
+                labels = PatchLabels(words=labels.words.masked_fill(empty, EMPTY_WORD),
+                                     scores=labels.scores.masked_fill(empty, 0.0), grid=labels.grid)
         if not isinstance(labels, PatchLabels):
             raise ValueError(f"labels must be PatchLabels, got {type(labels).__name__}")
         b, p, _ = visual.shape
@@ -189,6 +216,7 @@ class SEAAligner(nn.Module):
         out["align_temperature"] = torch.tensor(float(self.loss.temperature), device=device)
         coverage = (labels.words[..., 0] != EMPTY_WORD).float().mean() if labels.words.shape[-1] else 0.0
         out["align_label_coverage"] = torch.as_tensor(coverage, dtype=torch.float32, device=device)
+        out["align_patches_nonfinite"] = torch.tensor(0.0 if nonfinite is None else float(nonfinite.sum()), device=device)
         for key, value in stats.items():
             out[key] = torch.tensor(float(value), device=device)
         return out

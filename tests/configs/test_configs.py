@@ -21,10 +21,14 @@ E = {"vicuna7b": 4096, "vicuna13b": 5120, "gemma2b": 2048, "phi3_mini": 3072, "l
 P_CLIP_L336, P_SIGLIP384 = 24 * 24, 27 * 27
 
 
+def stem_of(name: str) -> str:
+    return name[: -len(".py")]
+
+
 def expected(name: str) -> dict:
     stem = name[: -len(".py")]
     stage2 = stem.endswith("_finetune")
-    base = stem.removesuffix("_finetune").removeprefix("llava15_")
+    base = stem.removesuffix("_finetune").removeprefix("llava15_").removesuffix("_openclip")  # same dims
     llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384")
     siglip = base.endswith("_siglip384")
     return dict(
@@ -56,6 +60,15 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     assert model.adapter.llm_dim == want["E"] and model.adapter.vision_dim == want["D"]
     assert model.vision_encoder.num_patches == want["P"]
     assert model.vision_encoder.feature_layer == -2
+    # Each config preprocesses with its own tower's pipeline; the vicuna7b family is on LLaVA-1.5's own
+    # (transformers' CLIP and CLIPImageProcessor), the *_openclip and SigLIP configs on open_clip.
+    processor = cfg.train_dataloader.dataset.image_processor
+    hf = type(model.vision_encoder).__name__ == "HFVisionEncoder"
+    assert processor.type == ("HFImageProcessor" if hf else "OpenCLIPImageProcessor")
+    assert processor.model_name == cfg.model.vision_encoder.model_name
+    family = stem_of(name).removeprefix("llava15_").removesuffix("_finetune").removesuffix("_ve")
+    if family == "vicuna7b" and not name.startswith("prime_"):
+        assert hf, "vicuna7b's default backend is transformers (projects/sea/README.md)"
     assert (model.aligner is not None) == want["sea"]
     assert set(model.trainable) == want["trainable"]
     dataset = cfg.train_dataloader.dataset
@@ -66,6 +79,7 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     if want["sea"]:
         aligner = cfg.model.aligner
         assert aligner.labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
+        assert aligner.labeler.type.startswith("HF") == hf
         assert aligner.loss.init_logit_scale == 0.0 and aligner.loss_weight == 1.0
         assert [s["type"] for s in aligner.samplers] == ["SimilarityWeightedSampler", "WindowSampler", "DedupSampler"]
         assert aligner.samplers[1]["window"] == 2

@@ -35,17 +35,21 @@ ENGINE_TESTS = Path(__file__).resolve().parent
 class ToyRegressionDataset(torch.utils.data.Dataset):
     """``num_samples`` rows ``x ~ N(0, 1)^D``, target ``y = tanh(x @ W)`` with a seeded ``W (D, E)``."""
 
-    def __init__(self, num_samples: int = 24, vision_dim: int = 4, llm_dim: int = 3, seed: int = 0):
+    def __init__(self, num_samples: int = 24, vision_dim: int = 4, llm_dim: int = 3, seed: int = 0,
+                 nan_rows: tuple = (), augment: float = 0.0):
+        self.augment = augment  # noise drawn from the global RNG per sample: a random data transform
         g = torch.Generator().manual_seed(seed)
         self.inputs = torch.randn(num_samples, vision_dim, generator=g)
         self.targets = torch.tanh(self.inputs @ torch.randn(vision_dim, llm_dim, generator=g))
+        self.inputs[list(nan_rows), 0] = float("nan")  # rows a broken encoder would give
         self.metainfo = dict(name="toy regression")
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def __getitem__(self, i: int) -> dict:
-        return dict(inputs=self.inputs[i], targets=self.targets[i])
+        inputs = self.inputs[i] + self.augment * torch.randn(self.inputs.shape[1]) if self.augment else self.inputs[i]
+        return dict(inputs=inputs, targets=self.targets[i])
 
 
 @TOY_MODELS.register_module()
@@ -58,9 +62,12 @@ class ToyAdapterRegressor(BaseModel):
         self.adapter = ADAPTERS.build(adapter, default_args=dict(vision_dim=vision_dim, llm_dim=llm_dim))
 
     def forward(self, inputs, targets=None, mode: str = "tensor"):
-        out = self.adapter(self.dropout(inputs))  # (B, D) -> (B, E)
+        # Rows with NaN/inf inputs are left out and counted, under the key SEAAligner uses for its patches.
+        finite = torch.isfinite(inputs).all(dim=-1)  # (B,)
+        out = self.adapter(self.dropout(torch.where(finite[:, None], inputs, 0.0)))  # (B, D) -> (B, E)
         if mode == "loss":
-            return dict(loss_mse=((out - targets) ** 2).mean())
+            loss = ((out - targets) ** 2)[finite].mean() if finite.any() else out.sum() * 0
+            return dict(loss_mse=loss, align_patches_nonfinite=(~finite).sum().float())
         return out
 
 

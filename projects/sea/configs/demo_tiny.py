@@ -35,6 +35,7 @@ val_dataloader = dict(
 val_evaluator = dict(type='AlignmentMetric')  # align/label_top1, label_top5, label_mean_rank, ...
 val_cfg = dict(type='ValLoop')
 max_iters = 40
+auto_scale_lr = dict(enable=False, base_batch_size=4)  # --auto-scale-lr: the demo schedule is for batch 4
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=4, end=max_iters),
@@ -43,5 +44,5 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10, val_begin=10)
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=20))
 custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'), dict(type='SkippedSamplesHook'),
-                dict(type='DemoReportHook')]
+                dict(type='NonFinitePatchesHook'), dict(type='DemoReportHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
