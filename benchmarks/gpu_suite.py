@@ -40,7 +40,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import SEA_ALIGNER, make_batch, step, sync  # noqa: E402
+from bench_step import (  # noqa: E402
+    HF_CLIP_L336, HF_DEMO_VIT, SEA_ALIGNER, alternate, compare_with_transformers, make_batch, step, sync,
+)
 
 from alignkit.registry import MODELS  # noqa: E402
 
@@ -49,11 +51,6 @@ VICUNA7B = dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermed
                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
 TINY_LLM = dict(model_type="llama", vocab_size=None, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
-# CLIP ViT-L/14-336 as transformers' CLIPVisionConfig, and the demo ViT ('alignkit-demo-vit') likewise.
-HF_CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                    image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
-HF_DEMO_VIT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                   image_size=64, patch_size=8, projection_dim=32, hidden_act="gelu")
 
 FULL = dict(tower="ViT-L-14-336", hf_tower=HF_CLIP_L336, llm=VICUNA7B, batch=32, caption=64, num_words=None,
             rounds=8, labeler_images=4096, labeler_batch=256, zero_batch=4, zero_seq=2048, zero_steps=3)
@@ -111,21 +108,6 @@ def _reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _alternate(fns: dict, rounds: int, device: str) -> dict:
-    """Median seconds of each callable, run in alternating order each round after one warm-up round."""
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds + 1):
-        for name in names if r % 2 == 0 else names[::-1]:
-            sync(device)
-            t = time.perf_counter()
-            fns[name]()
-            sync(device)
-            if r:
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
 # ---------------------------------------------------------------- 1. the aligner's share of a stage-1 step
 
 
@@ -143,7 +125,7 @@ def aligner_share(shapes: dict, device: str) -> dict:
                 step(model, optim, batch)
 
             _reset_peak(device)
-            med = _alternate({"sea": lambda: run("sea"), "baseline": lambda: run("baseline")}, shapes["rounds"], device)
+            med = alternate({"sea": lambda: run("sea"), "baseline": lambda: run("baseline")}, shapes["rounds"], device)
             break
         except torch.OutOfMemoryError:
             if batch_size == 1:
@@ -186,52 +168,11 @@ def labeler_throughput(shapes: dict, device: str) -> dict:
 # ---------------------------------------------------------------- 3. alignkit vs transformers' LLaVA
 
 
-def hf_llava(shapes: dict, device: str, vocab: int, llm_dtype):
-    """transformers' LlavaForConditionalGeneration at the same shapes: tower fp32, projector fp32, LLM in llm_dtype."""
-    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    text = dict(shapes["llm"], vocab_size=vocab + 1)  # + the <image> token
-    model_type = text.pop("model_type")
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**shapes["hf_tower"]),
-                         text_config=AutoConfig.for_model(model_type, **text), image_token_index=vocab,
-                         vision_feature_layer=-2, vision_feature_select_strategy="default",
-                         projector_hidden_act="gelu")
-    with torch.device(device):
-        model = LlavaForConditionalGeneration(config)
-    model.model.language_model.to(llm_dtype)
-    model.requires_grad_(False)
-    model.model.multi_modal_projector.requires_grad_(True)
-    return model.train()
-
-
 def vs_transformers(shapes: dict, device: str, batch_size: int) -> dict:
     ours = _build(model_cfg(shapes, device, aligner=False), device)
-    ours_optim = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
-    batch = make_batch(ours, batch_size, shapes["caption"], device)
-    vocab = ours.llm.get_input_embeddings().weight.shape[0]
-    llm_dtype = next(ours.llm.parameters()).dtype
-    theirs = hf_llava(shapes, device, vocab, llm_dtype)
-    theirs_optim = torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], lr=1e-5)
-    # The same rows for transformers: the placeholder expanded to P image tokens (its input format).
-    p = ours.num_visual_tokens
-    inputs = batch["inputs"]
-    ids, labels = inputs["input_ids"], inputs["labels"]
-    img = ids == -200
-    rep = torch.where(img, p, 1).flatten()
-    hf_ids = torch.repeat_interleave(ids.masked_fill(img, vocab).flatten(), rep).view(ids.shape[0], -1)
-    hf_labels = torch.repeat_interleave(labels.flatten(), rep).view(ids.shape[0], -1)
-
-    def theirs_step():
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
-            out = theirs(input_ids=hf_ids, pixel_values=inputs["images"], labels=hf_labels, use_cache=False)
-        theirs_optim.zero_grad(set_to_none=True)
-        out.loss.float().backward()
-        theirs_optim.step()
-
-    med = _alternate({"alignkit": lambda: step(ours, ours_optim, batch), "transformers": theirs_step},
-                     shapes["rounds"], device)
-    return dict(batch=batch_size, alignkit_ms=1e3 * med["alignkit"], transformers_ms=1e3 * med["transformers"],
-                ratio=med["alignkit"] / med["transformers"], goal="ratio <= 1.00")
+    result = compare_with_transformers(ours, shapes["hf_tower"], shapes["llm"], batch_size, shapes["caption"],
+                                       shapes["rounds"], device)
+    return dict(result, goal="ratio <= 1.00")
 
 
 # ---------------------------------------------------------------- 4. one ZeRO-3 stage-2 step
