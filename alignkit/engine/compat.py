@@ -335,7 +335,10 @@ _DEEPSPEED_MAX = "0.19.6"
 
 
 def _check_deepspeed_version() -> None:
-    version = importlib.metadata.version("deepspeed")
+    try:
+        version = importlib.metadata.version("deepspeed")
+    except importlib.metadata.PackageNotFoundError:  # importable without metadata (a source checkout)
+        return
     if digit_version(version) > digit_version(_DEEPSPEED_MAX) and importlib.util.find_spec(
         "deepspeed.runtime.fp16.onebit"
     ) is None:
