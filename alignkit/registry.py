@@ -8,6 +8,12 @@ Kinds only alignkit has (labeler, sampler, align loss, adapter) are roots.
 The key of a class is its name: no aliases, no ``force=True``. ``locations``
 makes look-ups lazy: building ``dict(type='WindowSampler')`` imports
 ``alignkit.samplers`` on first use, so nothing needs importing by hand.
+
+A ``type`` string resolves only to a class registered in the registry tree
+(:class:`AlignkitRegistry`): mmengine's ``Registry.get`` falls back to importing
+any dotted path (``type='subprocess.Popen'`` builds a process) and to importing
+``<scope>.registry`` for an unknown scope; alignkit's registries do neither, so
+a name read from a file never imports or runs anything by itself.
 """
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -32,35 +38,71 @@ from mmengine.registry import Registry
 
 SCOPE = "alignkit"
 
+
+class AlignkitRegistry(Registry):
+    """mmengine's ``Registry`` whose ``get`` resolves a key only among registered classes.
+
+    - ``'Name'``: this registry, then its parents (mmengine's own registries);
+    - ``'alignkit.Name'``: this registry only;
+    - ``'<scope>.Name'``: the registry of that scope, if it is already in the
+      tree (its parents too), else nothing.
+
+    No import of a dotted path, no import of ``<scope>.registry``: an unknown
+    key gives None, and ``build`` then raises mmengine's KeyError naming the
+    key and the registry.
+    """
+
+    def get(self, key: str):
+        if not isinstance(key, str):
+            raise TypeError(f"the key of Registry.get must be a str, got {type(key).__name__}")
+        scope, name = self.split_scope_key(key)
+        self.import_from_location()
+        if scope is None or scope == self._scope:
+            node = self
+        else:
+            node = self._children.get(scope)
+            if node is None:
+                node = self._get_root_registry()._search_child(scope)
+        while node is not None:
+            if name in node._module_dict:
+                return node._module_dict[name]
+            if scope == self._scope:  # 'alignkit.Name' asks this registry alone
+                return None
+            node = node.parent
+        return None
+
+
 # --- kinds only alignkit has: roots ------------------------------------------
-LABELERS = Registry("labeler", scope=SCOPE, locations=["alignkit.labelers"])
-SAMPLERS = Registry("sampler", scope=SCOPE, locations=["alignkit.samplers"])
-ALIGN_LOSSES = Registry("align loss", scope=SCOPE, locations=["alignkit.losses"])
-ADAPTERS = Registry("adapter", scope=SCOPE, locations=["alignkit.adapters"])
+LABELERS = AlignkitRegistry("labeler", scope=SCOPE, locations=["alignkit.labelers"])
+SAMPLERS = AlignkitRegistry("sampler", scope=SCOPE, locations=["alignkit.samplers"])
+ALIGN_LOSSES = AlignkitRegistry("align loss", scope=SCOPE, locations=["alignkit.losses"])
+ADAPTERS = AlignkitRegistry("adapter", scope=SCOPE, locations=["alignkit.adapters"])
 
 # --- kinds mmengine has: children of mmengine's -----------------------------
-RUNNERS = Registry("runner", parent=MMENGINE_RUNNERS, scope=SCOPE)
-LOOPS = Registry("loop", parent=MMENGINE_LOOPS, scope=SCOPE)
-HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["alignkit.engine"])
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["alignkit.models"])
-MODEL_WRAPPERS = Registry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE)
-DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["alignkit.datasets"])
-DATA_SAMPLERS = Registry("data sampler", parent=MMENGINE_DATA_SAMPLERS, scope=SCOPE, locations=["alignkit.datasets"])
-TRANSFORMS = Registry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["alignkit.datasets"])
-FUNCTIONS = Registry("function", parent=MMENGINE_FUNCTIONS, scope=SCOPE, locations=["alignkit.datasets"])
-METRICS = Registry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=["alignkit.engine"])
-EVALUATOR = Registry("evaluator", parent=MMENGINE_EVALUATOR, scope=SCOPE)
-OPTIMIZERS = Registry("optimizer", parent=MMENGINE_OPTIMIZERS, scope=SCOPE)
-OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE)
-OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+RUNNERS = AlignkitRegistry("runner", parent=MMENGINE_RUNNERS, scope=SCOPE)
+LOOPS = AlignkitRegistry("loop", parent=MMENGINE_LOOPS, scope=SCOPE)
+HOOKS = AlignkitRegistry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["alignkit.engine"])
+MODELS = AlignkitRegistry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["alignkit.models"])
+MODEL_WRAPPERS = AlignkitRegistry("model_wrapper", parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE)
+DATASETS = AlignkitRegistry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE, locations=["alignkit.datasets"])
+DATA_SAMPLERS = AlignkitRegistry(
+    "data sampler", parent=MMENGINE_DATA_SAMPLERS, scope=SCOPE, locations=["alignkit.datasets"]
+)
+TRANSFORMS = AlignkitRegistry("transform", parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=["alignkit.datasets"])
+FUNCTIONS = AlignkitRegistry("function", parent=MMENGINE_FUNCTIONS, scope=SCOPE, locations=["alignkit.datasets"])
+METRICS = AlignkitRegistry("metric", parent=MMENGINE_METRICS, scope=SCOPE, locations=["alignkit.engine"])
+EVALUATOR = AlignkitRegistry("evaluator", parent=MMENGINE_EVALUATOR, scope=SCOPE)
+OPTIMIZERS = AlignkitRegistry("optimizer", parent=MMENGINE_OPTIMIZERS, scope=SCOPE)
+OPTIM_WRAPPERS = AlignkitRegistry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS, scope=SCOPE)
+OPTIM_WRAPPER_CONSTRUCTORS = AlignkitRegistry(
     "optimizer wrapper constructor", parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope=SCOPE
 )
-PARAM_SCHEDULERS = Registry("parameter scheduler", parent=MMENGINE_PARAM_SCHEDULERS, scope=SCOPE)
-VISUALIZERS = Registry("visualizer", parent=MMENGINE_VISUALIZERS, scope=SCOPE)
-VISBACKENDS = Registry("vis_backend", parent=MMENGINE_VISBACKENDS, scope=SCOPE)
+PARAM_SCHEDULERS = AlignkitRegistry("parameter scheduler", parent=MMENGINE_PARAM_SCHEDULERS, scope=SCOPE)
+VISUALIZERS = AlignkitRegistry("visualizer", parent=MMENGINE_VISUALIZERS, scope=SCOPE)
+VISBACKENDS = AlignkitRegistry("vis_backend", parent=MMENGINE_VISBACKENDS, scope=SCOPE)
 # FlexibleRunner builds its (DeepSpeed / DDP) strategy under the default scope.
-STRATEGIES = Registry("strategy", parent=MMENGINE_STRATEGIES, scope=SCOPE)
-LOG_PROCESSORS = Registry("log_processor", parent=MMENGINE_LOG_PROCESSORS, scope=SCOPE)
+STRATEGIES = AlignkitRegistry("strategy", parent=MMENGINE_STRATEGIES, scope=SCOPE)
+LOG_PROCESSORS = AlignkitRegistry("log_processor", parent=MMENGINE_LOG_PROCESSORS, scope=SCOPE)
 
 # The registries alignkit owns the contents of (tests parametrise over these).
 ALIGNKIT_ROOTS = {

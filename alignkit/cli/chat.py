@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
     p.add_argument("--image", required=True, help="the image to ask about")
     p.add_argument("--question", default="Describe the image briefly.", help="the question (default: a description)")
-    p.add_argument("--config", help="the config the checkpoint was trained with (default: the one dumped next to it)")
+    p.add_argument("--config", help="the config the checkpoint was trained with (default: the model description stored in the checkpoint)")
     p.add_argument("--template", help="conversation template of the prompt (default: the training data's)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default="cpu")

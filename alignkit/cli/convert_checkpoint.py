@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from alignkit.engine.compat import load_checkpoint_file
+
 LLAVA_PREFIX = "model.mm_projector."
 
 
@@ -43,8 +45,6 @@ def _load_adapter(src: str, adapter_config: dict | None):
         from alignkit.models.artifact import load_adapter
 
         return load_adapter(src).build_adapter()
-    from alignkit.engine.compat import load_checkpoint_file
-
     ckpt = load_checkpoint_file(src, map_location="cpu")
     state = ckpt.get("state_dict", ckpt)
     own = {k[len("adapter."):]: v for k, v in state.items() if k.startswith("adapter.")}
@@ -70,7 +70,9 @@ def to_alignkit(src: str, dst: str) -> str:
     from alignkit.models.artifact import save_adapter
     from alignkit.registry import ADAPTERS
 
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(src, map_location="cpu")
+    if not isinstance(state, dict):
+        raise ValueError(f"{src!r} holds a {type(state).__name__}, not a state dict; is it LLaVA's mm_projector.bin?")
     own = {k[len(LLAVA_PREFIX):]: v for k, v in state.items() if k.startswith(LLAVA_PREFIX)}
     if not own:
         raise ValueError(f"{src!r} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")

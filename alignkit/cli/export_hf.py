@@ -10,8 +10,9 @@ prompts the way the model was trained — plus LLaVA's ``mm_projector.bin``
 ``alignkit_export.json`` (where it came from).
 
 CHECKPOINT is a stage-2 checkpoint, or a stage-1 one (its frozen LLM is in the
-checkpoint too, or comes from the config's ``llm.pretrained``); its config is
-the one mmengine dumped next to it, or ``--config``. The conversation template
+checkpoint too, or comes from the config's ``llm.pretrained``); its model is
+rebuilt from the description (data, never Python) stored in the checkpoint, or
+from ``--config``. The conversation template
 is the training data's (``train_dataloader.dataset.template``) unless
 ``--template`` says otherwise; the image preprocessing is the training data's
 ``image_processor``. The mapping itself is :mod:`alignkit.models.hf_export`.
@@ -126,7 +127,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tools/export_hf.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
     p.add_argument("out_dir", help="the folder to write (must not exist, unless --force)")
-    p.add_argument("--config", help="the config the checkpoint was trained with (default: the one dumped next to it)")
+    p.add_argument("--config", help="the config the checkpoint was trained with (default: the model description stored in the checkpoint)")
     p.add_argument("--template", help="conversation template of the prompts (default: the training data's)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="auto", help="weights dtype (auto: the LLM's)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")

@@ -1,13 +1,15 @@
 """Build a ``LLaVAModel`` for the analysis tools from a CONFIG, a CHECKPOINT, or both.
 
-- ``CHECKPOINT`` alone (``iter_N.pth``): its config is the one mmengine dumped
-  next to it (``<work_dir>/<config name>.py``), or, when the work dir holds no
-  single ``.py`` file, the config text mmengine stores in the checkpoint's
-  ``meta['cfg']``.
+- ``CHECKPOINT`` alone (``iter_N.pth``): the model description alignkit stores
+  in the checkpoint (``meta['alignkit_model']``, JSON data; see
+  :mod:`alignkit.engine.model_description`). Neither the Python config text
+  mmengine stores in ``meta['cfg']`` nor a ``.py`` dumped next to the
+  checkpoint is ever executed: a received checkpoint or folder runs no code.
 - ``CONFIG`` alone: the model as the config builds it (a random adapter unless
   the config loads one): useful to look at an untrained model, and said so by
   the tools.
-- ``CONFIG`` + ``CHECKPOINT``: that config, those weights.
+- ``CONFIG`` + ``CHECKPOINT``: that config (one the user names is trusted),
+  those weights.
 
 A checkpoint whose state dict does not fit the config's model (another config,
 another LLM) is refused with the checkpoint's path and the first differing key,
@@ -22,11 +24,14 @@ from typing import NamedTuple
 import torch
 from mmengine.config import Config
 
+from alignkit.engine.compat import load_checkpoint_file
+from alignkit.engine.model_description import META_KEY, config_from_description
+
 CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
 
 
 class Source(NamedTuple):
-    """Where a model came from: the config (path or ``'<checkpoint meta>'``) and the checkpoint (or None)."""
+    """Where a model came from: the config (a path, or ``checkpoint '...'``: its description) and the checkpoint."""
 
     config: str
     checkpoint: str | None
@@ -41,28 +46,18 @@ def _is_config(path: str) -> bool:
     return str(path).endswith(CONFIG_SUFFIXES)
 
 
-def _checkpoint_meta_cfg(checkpoint: str) -> str | None:
-    from alignkit.engine.compat import load_checkpoint_file
-
-    meta = load_checkpoint_file(checkpoint, map_location="cpu").get("meta") or {}
-    text = meta.get("cfg")
-    return text if isinstance(text, str) and text.strip() else None
-
-
 def config_of_checkpoint(checkpoint: str) -> Config:
-    """The config a checkpoint was trained with (module docstring)."""
-    ckpt = Path(checkpoint)
-    dumped = sorted(ckpt.parent.glob("*.py"))
-    if len(dumped) == 1:
-        return Config.fromfile(str(dumped[0]))
-    text = _checkpoint_meta_cfg(str(ckpt))
-    if text is not None:
-        return Config.fromstring(text, ".py")
-    found = [p.name for p in dumped] or "none"
-    raise ValueError(
-        f"checkpoint {checkpoint!r}: cannot find its config: expected exactly one dumped config (*.py) in "
-        f"{ckpt.parent} (found {found}) or meta['cfg'] in the checkpoint; pass CONFIG CHECKPOINT instead"
-    )
+    """The model description a checkpoint carries, as a ``Config`` (module docstring)."""
+    ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
+    meta = (ckpt.get("meta") if isinstance(ckpt, dict) else None) or {}
+    text = meta.get(META_KEY) if isinstance(meta, dict) else None
+    if text is None:
+        raise ValueError(
+            f"checkpoint {checkpoint!r} carries no alignkit model description (meta[{META_KEY!r}]; checkpoints "
+            "written by tools/train.py have one); its Python config text is never executed, so pass the config "
+            "it was trained with: CONFIG CHECKPOINT (or --config CONFIG)"
+        )
+    return config_from_description(text, f"checkpoint {checkpoint!r}")
 
 
 def resolve(config_or_checkpoint: str, checkpoint: str | None = None) -> tuple[Config, Source]:
@@ -124,8 +119,6 @@ def state_dict_diff(have: dict, want: dict) -> list[tuple[str, str, str]]:
 
 def load_weights(model, checkpoint: str) -> None:
     """Load ``checkpoint``'s ``state_dict`` into ``model``, strictly; ValueError naming the first differing key."""
-    from alignkit.engine.compat import load_checkpoint_file
-
     ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state:

@@ -11,6 +11,8 @@ the command line, applies the mmengine compatibility fixes
 - ``--resume`` alone: resume from the latest checkpoint in the work dir; when
   there is none yet, start as the config says (its ``load_from``, if any, is
   still loaded). ``--resume PATH``: resume from that checkpoint.
+- every run gets ``ModelDescriptionHook`` (its checkpoints carry the model
+  config as JSON data, which the tools rebuild the model from).
 - ``--launcher none|pytorch|slurm``: ``pytorch`` under ``torch.distributed.run``
   (on CPUs too, with gloo), ``slurm`` under ``srun``.
 
@@ -36,6 +38,7 @@ import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's
 from alignkit.engine.compat import apply_compat
 
 LAUNCHERS = ("none", "pytorch", "slurm")
+DESCRIPTION_HOOK_NAMES = ("ModelDescriptionHook", "alignkit.ModelDescriptionHook")
 _calls = itertools.count()
 
 
@@ -72,6 +75,10 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")
     cfg.launcher = args.launcher
+    # Every checkpoint carries its model as data, so the tools never execute the config text it also holds.
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(isinstance(h, dict) and h.get("type") in DESCRIPTION_HOOK_NAMES for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type="ModelDescriptionHook")]
 
     stem = Path(args.config).stem
     if args.work_dir is not None:

@@ -11,11 +11,12 @@ from alignkit.engine.compat import (
     install_checkpoint_loader,
     load_checkpoint_file,
 )
-from alignkit.engine.hooks import RNGStateHook, SkippedSamplesHook
+from alignkit.engine.hooks import ModelDescriptionHook, RNGStateHook, SkippedSamplesHook
 from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
     "AlignmentMetric",
+    "ModelDescriptionHook",
     "RNGStateHook",
     "SkippedSamplesHook",
     "allow_checkpoint_globals",

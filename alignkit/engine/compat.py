@@ -17,6 +17,13 @@ no-op where it is not needed, and says below why it exists:
    general ``getattr`` would reach ``getattr.__self__`` (the builtins module)
    and make the allowlist pointless. A checkpoint with anything else fails
    with a message that names the global and ``allow_checkpoint_globals``.
+   It is the one loader of every ``.pth`` alignkit reads (``load_from``,
+   ``--resume``, the tools, the converters). URLs (``load_from='https://...'``)
+   go through it too: mmengine's ``http(s)://`` scheme unpickles with
+   ``weights_only=False``; ours downloads with torch.hub's downloader into
+   torch.hub's cache (``<hub dir>/checkpoints/<file name>``) and loads the file
+   weights-only. mmengine's other remote schemes (``openmmlab://``, ``s3://``,
+   ...) unpickle without ``weights_only`` and are refused with a hint.
 2. **Distributed training on CPUs** (``init_cpu_distributed``,
    ``cpu_model_wrapper``). mmengine's ``pytorch`` launcher calls
    ``torch.cuda.set_device(LOCAL_RANK)`` before ``init_process_group``, which
@@ -64,16 +71,18 @@ import functools
 import importlib.metadata
 import importlib.util
 import logging
+import contextlib
 import os
 import pickle
+import urllib.parse
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.device import get_device
+from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
-from mmengine.utils import digit_version
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
@@ -86,6 +95,7 @@ __all__ = [
     "init_cpu_distributed",
     "install_checkpoint_loader",
     "load_checkpoint_file",
+    "load_checkpoint_url",
     "warn_epoch_sampler",
     "zero3_model_init",
 ]
@@ -145,13 +155,27 @@ def allow_checkpoint_globals(*objects) -> None:
     _extra_globals.extend(objects)
 
 
+def _safe_globals_context():
+    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: scoped to this load
+        return torch.serialization.safe_globals(_checkpoint_safe_globals())
+    torch.serialization.add_safe_globals(_checkpoint_safe_globals())  # torch 2.4: process-wide
+    return contextlib.nullcontext()
+
+
 def load_checkpoint_file(filename: str, map_location=None):
-    """``torch.load(filename, weights_only=True)`` with mmengine's checkpoint globals allowed."""
+    """``torch.load(filename, weights_only=True)`` with mmengine's checkpoint globals allowed.
+
+    ``filename`` may be an ``http(s)://`` URL: it is downloaded first (:func:`load_checkpoint_url`).
+    A file holding anything else (a pickled ``__reduce__`` that would run code) is refused with an
+    ``UnpicklingError`` naming the file and the globals it asks for; nothing in it runs.
+    """
+    if str(filename).startswith(URL_PREFIXES):
+        return load_checkpoint_url(str(filename), map_location=map_location)
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
     try:
-        with torch.serialization.safe_globals(_checkpoint_safe_globals()):
+        with _safe_globals_context():
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         allowed = set()
@@ -165,23 +189,67 @@ def load_checkpoint_file(filename: str, map_location=None):
         ) from None
 
 
+URL_PREFIXES = ("http://", "https://")
+
+
+def _download(url: str) -> str:
+    from torch.hub import download_url_to_file, get_dir
+
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    if not name:
+        raise ValueError(f"checkpoint URL {url!r} names no file")
+    cached = os.path.join(get_dir(), "checkpoints", name)
+    if not os.path.exists(cached):
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        print_log(f"downloading {url} to {cached}", logger="current")
+        download_url_to_file(url, cached, progress=False)  # to a temp file, moved into place when complete
+    return cached
+
+
+def load_checkpoint_url(url: str, map_location=None):
+    """Download ``url`` into torch.hub's cache (rank 0 first, as mmengine does), then :func:`load_checkpoint_file`."""
+    rank, world_size = get_dist_info()
+    cached = _download(url) if rank == 0 else None
+    if world_size > 1:
+        torch_dist.barrier()
+        if rank > 0:
+            cached = _download(url)  # found in the cache, unless this rank is on another node
+    return load_checkpoint_file(cached, map_location=map_location)
+
+
 def load_from_local_safe(filename, map_location):
     """mmengine checkpoint-loader scheme for local files (the name after ``load_from_`` is logged)."""
     return load_checkpoint_file(filename, map_location=map_location)
 
 
-def install_checkpoint_loader() -> bool:
-    """Make mmengine load local checkpoints with ``load_checkpoint_file``; returns whether it did.
+def load_from_url_safe(filename, map_location):
+    """mmengine checkpoint-loader scheme for ``http(s)://``: download, then the weights-only load."""
+    return load_checkpoint_url(filename, map_location=map_location)
 
-    Only where torch defaults to ``weights_only=True`` (>= 2.6, which also has
-    ``torch.serialization.safe_globals``); older torch loads mmengine's
-    checkpoints as they are. Idempotent. ``force=True`` because the local
-    scheme (prefix '') is mmengine's own and this replaces it.
+
+def load_from_refused_scheme(filename, map_location):
+    """mmengine checkpoint-loader scheme for the remote schemes that would unpickle without ``weights_only``."""
+    raise ValueError(
+        f"checkpoint {filename!r}: alignkit loads checkpoints weights-only from local files and http(s):// URLs; "
+        "this scheme would unpickle it without weights_only. Download the file and pass its path"
+    )
+
+
+def install_checkpoint_loader() -> bool:
+    """Route every mmengine checkpoint scheme through the weights-only loader; returns True. Idempotent.
+
+    Local files -> ``load_checkpoint_file``; ``http(s)://`` -> download + ``load_checkpoint_file``; every
+    other scheme mmengine knows -> refused. ``force=True`` because these schemes are mmengine's own.
     """
-    if digit_version(torch.__version__) < digit_version("2.6.0"):
-        return False
-    if CheckpointLoader._get_checkpoint_loader("/") is not load_from_local_safe:
-        CheckpointLoader.register_scheme(prefixes="", loader=load_from_local_safe, force=True)
+    for prefix in list(CheckpointLoader._schemes):
+        if prefix == "":
+            loader = load_from_local_safe
+        elif prefix in URL_PREFIXES:
+            loader = load_from_url_safe
+        else:
+            loader = load_from_refused_scheme
+        if CheckpointLoader._schemes[prefix] is not loader:
+            CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
     return True
 
 

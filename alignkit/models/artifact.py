@@ -12,6 +12,13 @@ Layout of ``adapter.safetensors``:
 
 Stage 2 loads it with ``LLaVAModel(adapter_weights=path)``;
 ``tools/convert_checkpoint.py`` turns it into LLaVA's ``mm_projector.bin``.
+
+The file is byte-reproducible: the same weights give the same bytes (the
+header's keys are sorted; safetensors itself writes metadata in a per-process
+random order). Read back, ``adapter_config`` is data a received file brings, so
+it may only name a class registered in ``ADAPTERS`` and give it plain keyword
+arguments (str, int, float, bool, None, lists of those, and a dict of those
+without a ``type`` key, for ``act_kwargs``); anything else is refused naming the file and the key.
 """
 from __future__ import annotations
 
@@ -38,10 +45,31 @@ def adapter_config(adapter: nn.Module) -> dict:
     return cfg
 
 
-def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None) -> str:
-    """Write the artifact (atomically: a temp file renamed into place). Returns the path."""
-    from safetensors.torch import save_file
+def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """``safetensors.torch.save`` with the JSON header's keys sorted: same tensors and metadata, same bytes."""
+    from safetensors.torch import save
 
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes, so the data stays aligned
+    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None) -> str:
+    """Write the artifact (atomically: a temp file renamed into place; byte-reproducible). Returns the path."""
     tensors = {ADAPTER_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
     temperature = ""
     if align_loss is not None:
@@ -50,15 +78,43 @@ def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Mod
     metadata = {
         "format": FORMAT,
         "adapter_type": type(adapter).__name__,
-        "adapter_config": json.dumps(adapter_config(adapter)),
+        "adapter_config": json.dumps(adapter_config(adapter), sort_keys=True),
         "llava_projector_type": getattr(adapter, "llava_projector_type", None) or "",
         "temperature": temperature,
     }
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    write_atomic(path, safetensors_bytes(tensors, metadata))
     return path
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_adapter_config(cfg, path: str) -> dict:
+    """``cfg`` if it names a registered ``ADAPTERS`` type with plain keyword arguments; else ValueError naming ``path``."""
+    from alignkit.registry import ADAPTERS
+
+    def refuse(why: str):
+        raise ValueError(f"adapter artifact {path!r}: refused its adapter_config: {why}; nothing was imported or built")
+
+    if not isinstance(cfg, dict):
+        refuse(f"expected a JSON object, got {type(cfg).__name__}")
+    kind = cfg.get("type")
+    ADAPTERS.import_from_location()
+    if not isinstance(kind, str) or kind not in ADAPTERS.module_dict:
+        refuse(f"type {kind!r} is not registered in ADAPTERS (one of {sorted(ADAPTERS.module_dict)})")
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            # A nested 'type' would be built by whatever takes the dict: no registry names below the top.
+            ok = "type" not in value and all(isinstance(k, str) and isinstance(v, _PLAIN) for k, v in value.items())
+        elif isinstance(value, list):
+            ok = all(isinstance(v, _PLAIN) for v in value)
+        else:
+            ok = isinstance(value, _PLAIN)
+        if not ok:
+            refuse(f"argument {key!r} = {value!r} is not a plain value (str, int, float, bool, None, or a flat "
+                   "list or dict of those, without a nested 'type')")
+    return cfg
 
 
 @dataclass
@@ -68,10 +124,16 @@ class AdapterArtifact:
     adapter_state: dict[str, Tensor]
     loss_state: dict[str, Tensor]
     metadata: dict[str, str]
+    path: str = "<memory>"
 
     @property
     def adapter_config(self) -> dict:
-        return json.loads(self.metadata["adapter_config"])
+        """The metadata's adapter config, checked (:func:`check_adapter_config`) before anyone builds it."""
+        try:
+            cfg = json.loads(self.metadata.get("adapter_config", ""))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"adapter artifact {self.path!r}: adapter_config is not valid JSON: {err}") from None
+        return check_adapter_config(cfg, self.path)
 
     def build_adapter(self) -> nn.Module:
         """The adapter, rebuilt from its config through ``ADAPTERS`` and loaded."""
@@ -97,7 +159,7 @@ def load_adapter(path: str | os.PathLike) -> AdapterArtifact:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     adapter = {k[len(ADAPTER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ADAPTER_PREFIX)}
     loss = {k[len(LOSS_PREFIX):]: v for k, v in tensors.items() if k.startswith(LOSS_PREFIX)}
-    return AdapterArtifact(adapter, loss, metadata)
+    return AdapterArtifact(adapter, loss, metadata, path)
 
 
 def load_adapter_into(path, adapter: nn.Module, align_loss: nn.Module | None = None) -> AdapterArtifact:

@@ -1,7 +1,7 @@
 """``tools/visualize_alignment.py`` (the paper's Figure 1) on the embedded demo.
 
 A 4-iteration demo training run (module fixture) gives a real checkpoint with
-its dumped config; the tool then draws two scikit-image photographs from it.
+its model description; the tool then draws two scikit-image photographs from it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from PIL import Image
 
 from alignkit.cli.train import main as train
 from alignkit.cli.visualize_alignment import HIT, MISS, main, window_centres, window_for
+from alignkit.engine.model_description import META_KEY
 from alignkit.testing.demo import DEMO_CAPTIONS, write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,8 @@ def test_figure1_pngs_and_cells(demo, tmp_path, max_labels):
     expected = math.ceil(GRID[0] / k) * math.ceil(GRID[1] / k)
     assert summary["window"] == k and summary["num_skipped"] == 0
     assert summary["source"]["checkpoint"] == demo["ckpt"]
-    assert summary["source"]["config"].endswith("demo_tiny.py")  # the config mmengine dumped into the work dir
+    # built from the description stored in the checkpoint, not from the config mmengine dumped into the work dir
+    assert summary["source"]["config"] == f"checkpoint {demo['ckpt']!r}"
     for image in demo["images"]:
         stem = Path(image).stem
         png = out / f"{stem}.png"
@@ -107,15 +109,15 @@ def test_unreadable_images(demo, tmp_path):
     assert [Path(r["image"]).name for r in summary["images"]] == ["astronaut.png"]
 
 
-def test_checkpoint_without_findable_config(demo, tmp_path):
+def test_checkpoint_without_model_description(demo, tmp_path):
     lone = tmp_path / "lone"
     lone.mkdir()
     ckpt = torch.load(demo["ckpt"], map_location="cpu", weights_only=False)
-    ckpt["meta"].pop("cfg")
+    ckpt["meta"].pop(META_KEY)
     torch.save(ckpt, lone / "iter_4.pth")
-    with pytest.raises(ValueError, match="cannot find its config"):
+    with pytest.raises(ValueError, match="carries no alignkit model description"):
         main([str(lone / "iter_4.pth"), demo["images"][0], "--out", str(tmp_path / "o")])
-    # with the config mmengine stores in the checkpoint's meta, no dumped file is needed
+    # the description stored in the checkpoint is enough: no dumped config next to it is needed
     shutil.copy(demo["ckpt"], lone / "iter_4.pth")
     summary = main([str(lone / "iter_4.pth"), demo["images"][0], "--out", str(tmp_path / "o2")])
     assert summary["source"]["checkpoint"] == str(lone / "iter_4.pth")

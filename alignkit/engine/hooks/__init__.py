@@ -1,5 +1,6 @@
 """Runner hooks of alignkit; each registers itself in ``alignkit.registry.HOOKS``."""
 from alignkit.engine.hooks.data_skip_hook import SkippedSamplesHook
+from alignkit.engine.hooks.model_description_hook import ModelDescriptionHook
 from alignkit.engine.hooks.rng_state_hook import RNGStateHook
 
-__all__ = ["RNGStateHook", "SkippedSamplesHook"]
+__all__ = ["ModelDescriptionHook", "RNGStateHook", "SkippedSamplesHook"]
