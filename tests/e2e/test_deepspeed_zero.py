@@ -9,8 +9,9 @@ loads Vicuna) so that ZeRO-3 builds it partitioned. Four launches in all:
   same batch from the same weights and RNG state; under ZeRO-3 the LLM is
   partitioned as it is built (each rank holds half of it) and the adapter
   after ``deepspeed.initialize``; ``adapter.safetensors`` is gathered whole;
-- stage 2 under ZeRO-3 from that adapter, 4 iterations, and the same run
-  resumed from its iteration-2 checkpoint: bitwise the same weights.
+- stage 2 under ZeRO-3 from that adapter, with the vision encoder training too
+  at a tenth of the lr (SEA-PRIME's and Table 3's recipe), 4 iterations, and the
+  same run resumed from its iteration-2 checkpoint: bitwise the same weights.
 
 DeepSpeed compiles its shared-memory comm op with g++ on first use (about a
 minute); ``TORCH_EXTENSIONS_DIR`` under ``~/.cache`` keeps it for later runs.
@@ -58,7 +59,8 @@ def assets(tmp_path_factory):
     return dict(root=root, data=str(data), llm=str(root / "llm"), cache=str(root / "cache"))
 
 
-def _config(path: Path, assets: dict, stage: int, max_iters: int, ckpt_interval: int, model: str = "") -> Path:
+def _config(path: Path, assets: dict, stage: int, max_iters: int, ckpt_interval: int, model: str = "",
+            extra: str = "") -> Path:
     path.write_text(
         f"_base_ = [{DEMO!r}]\n"
         "custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo', 'zero_probe'],"
@@ -68,7 +70,7 @@ def _config(path: Path, assets: dict, stage: int, max_iters: int, ckpt_interval:
         " stage3_param_persistence_threshold=0, stage3_gather_16bit_weights_on_model_save=True),"
         " gradient_clipping=1.0, train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=1)\n"
         "optim_wrapper = dict(_delete_=True, type='DeepSpeedOptimWrapper',"
-        " optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0))\n"
+        f" optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0){extra})\n"
         f"model = dict(type='alignkit_zero.ZeroProbeLLaVAModel', llm=dict(pretrained={assets['llm']!r}),"
         f" autocast_dtype=None{model})\n"
         f"train_dataloader = dict(batch_size=2, dataset=dict(data_root={assets['data']!r}))\n"
@@ -156,10 +158,12 @@ def test_stage1_sea_under_zero2(assets, tmp_path, monkeypatch):
 
 def test_stage2_under_zero3_resumes_bitwise_and_writes_the_adapter(stage1_zero3, assets, tmp_path):
     stage1_adapter = stage1_zero3 / "adapter.safetensors"
-    stage2 = f", aligner=None, align_eval=None, trainable=['adapter', 'llm'], adapter_weights={str(stage1_adapter)!r}"
+    stage2 = dict(model=", aligner=None, align_eval=None, trainable=['adapter', 'llm', 'vision_encoder'],"
+                        f" adapter_weights={str(stage1_adapter)!r}",
+                  extra=", paramwise_cfg=dict(custom_keys={'vision_encoder': dict(lr_mult=0.1)})")
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _train(assets, _config(tmp_path / "full.py", assets, 3, 4, 2, model=stage2), full)
-    _train(assets, _config(tmp_path / "resumed.py", assets, 3, 4, 2, model=stage2), resumed,
+    _train(assets, _config(tmp_path / "full.py", assets, 3, 4, 2, **stage2), full)
+    _train(assets, _config(tmp_path / "resumed.py", assets, 3, 4, 2, **stage2), resumed,
            "--resume", str(full / "iter_2.pth"))
 
     start = _probe(full, 0)
@@ -168,10 +172,11 @@ def test_stage2_under_zero3_resumes_bitwise_and_writes_the_adapter(stage1_zero3,
         assert torch.equal(start["state"][f"adapter.{key}"], value), key
     a, b = _consolidated(full, "iter_4.pth"), _consolidated(resumed, "iter_4.pth")
     middle = _consolidated(full, "iter_2.pth")
-    trained = [k for k in a if k.startswith(("adapter.", "llm."))]
-    assert any(k.startswith("llm.") for k in trained)
+    trained = [k for k in a if k.startswith(("adapter.", "llm.", "vision_encoder."))]
+    assert any(k.startswith("llm.") for k in trained) and any(k.startswith("vision_encoder.") for k in trained)
     assert all(torch.equal(a[k], b[k]) for k in trained)
-    assert not all(torch.equal(a[k], middle[k]) for k in trained), "iterations 3-4 changed nothing"
+    for part in ("adapter.", "llm.", "vision_encoder."):  # each part trained in iterations 3-4
+        assert not all(torch.equal(a[k], middle[k]) for k in trained if k.startswith(part)), part
     for work, final in ((full, a), (resumed, b)):
         art = load_adapter(work / "adapter.safetensors")
         assert art.adapter_state and all(torch.equal(v, final[f"adapter.{k}"]) for k, v in art.adapter_state.items())
