@@ -84,7 +84,7 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
     """
     from alignkit.cli.convert_checkpoint import to_llava
     from alignkit.models.artifact import adapter_config
-    from alignkit.models.hf_export import build_llava
+    from alignkit.models.hf_export import build_llava, write_llava
 
     check_target(out_dir, force)
     template = template_of(cfg) if template is None else template
@@ -94,9 +94,8 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        exported.model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        exported.processor.save_pretrained(str(tmp))
-        exported.tokenizer.save_pretrained(str(tmp))
+        tmp.mkdir(parents=True)
+        write_llava(exported, tmp, max_shard_size)
         if checkpoint is not None:
             kind = to_llava(checkpoint, str(tmp / "mm_projector.bin"), adapter_config(model.adapter))
         else:
@@ -110,7 +109,7 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
             image_seq_length=model.num_visual_tokens,
             embedding_rows_added=exported.added_rows,
             mm_projector_type=kind,
-            dtype=str(next(exported.model.parameters()).dtype).replace("torch.", ""),
+            dtype=exported.config["dtype"],
         )
         (tmp / "alignkit_export.json").write_text(json.dumps(info, indent=1))
         if out.exists():

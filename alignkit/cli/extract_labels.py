@@ -1,8 +1,9 @@
 """``tools/extract_labels.py CONFIG --out DIR``: label a LLaVA-format dataset once, offline.
 
 Runs the config's labeler over every image of ``label_data.ann_file`` and writes
-the label cache that ``alignkit.labelers.cache.LabelCache`` reads (format: see
-that module). The config needs two entries::
+the label cache (``alignkit.labelers.cache``: format, ``LabelCacheWriter``,
+``LabelCache``). This module keeps the command line, the images, the
+distribution over ranks and the progress report; the writer owns the files. The config needs two entries::
 
     labeler = dict(type='CLIPTopNLabeler', model_name='ViT-L-14-336', pretrained='openai', ...)
     label_data = dict(
@@ -26,6 +27,13 @@ Guarantees:
 - **No silent drops.** A missing or unreadable image is skipped, warned about,
   written to ``failures.jsonl`` with its path and reason and counted in the
   summary; rows without ``"image"`` (text-only) are counted as "no image".
+- **Exit status.** An annotation file without a single image row is an error
+  (nothing is written). When fewer than ``--min-success`` (default 0.9) of the
+  images could be labelled, the cache is written but marked rejected (training
+  refuses it) and the exit status is 1; rerun with a lower ``--min-success``
+  to accept it (the shards are reused).
+- **Progress.** A tqdm bar on a terminal; in logs (SLURM) timestamped lines
+  with images/s and ETA, one per shard and one at least every ``--log-interval`` s.
 """
 
 from __future__ import annotations
@@ -41,37 +49,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from alignkit.labelers.cache import (
-    FAILURES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    SHARD_DIR,
-    diff_fields,
-    encode_scores,
-    encode_words,
-    format_diff,
-    read_manifest,
-    read_shard_header,
-    run_key,
-    run_spec,
-    sha256_file,
-    shard_name,
-    word_dtype_for,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_shard,
-)
+from alignkit.labelers.cache import FAILURES, LabelCacheWriter, ShardRecord, new_manifest, sha256_file
+from alignkit.labelers.cache.writer import rejection
 from alignkit.registry import LABELERS
 
 PROG = "extract_labels"
+# Below this fraction of images labelled, the run fails: beyond 10 % failures the cause is almost
+# always a wrong image_folder or a missing sub-folder, not a few broken files.
+MIN_SUCCESS = 0.9
 
 
 # --- config ------------------------------------------------------------------
@@ -208,6 +199,61 @@ def _resolve_device(arg: str | None, world: int) -> torch.device:
     return device
 
 
+# --- progress ------------------------------------------------------------------
+class Progress:
+    """What a person watching, or a SLURM log, sees of a rank's labelling.
+
+    On a terminal (rank 0, unless ``--no-progress``): a tqdm bar with images/s
+    and ETA. Otherwise: timestamped lines on stderr, one per written shard and
+    one at least every ``interval`` seconds in between, each with the count done,
+    the rate and the ETA of this rank's remaining images.
+    """
+
+    def __init__(self, total: int, rank: int, world: int, bar: bool, interval: float) -> None:
+        self.total, self.done, self.rank = total, 0, rank
+        self.interval = interval
+        self.t0 = self.t_last = time.monotonic()
+        self.bar = None
+        if bar:
+            from tqdm import tqdm  # only on a terminal
+
+            desc = "labels" if world == 1 else f"labels (rank 0 of {world})"
+            self.bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.05)
+
+    def _line(self, what: str) -> None:
+        elapsed = time.monotonic() - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = _clock((self.total - self.done) / rate) if rate > 0 else "unknown"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        print(
+            f"{stamp} {PROG}: [rank {self.rank}] {what}{self.done}/{self.total} images ({pct:.1f}%), "
+            f"{rate:.1f} images/s, elapsed {_clock(elapsed)}, ETA {eta}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.t_last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif time.monotonic() - self.t_last >= self.interval:
+            self._line("")
+
+    def shard_written(self, index: int, num_shards: int, labelled: int, failed: int) -> None:
+        if self.bar is None:
+            self._line(f"shard {index + 1}/{num_shards}: {labelled} labelled, {failed} failed; ")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
 # --- the run -----------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description="Write the offline patch-label cache of a LLaVA-format dataset.")
@@ -220,7 +266,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override config entries, e.g. label_data.batch_size=32 labeler.top_n=5",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--min-success",
+        type=float,
+        default=MIN_SUCCESS,
+        metavar="FRACTION",
+        help=f"fail (exit 1, cache marked rejected) when fewer than this fraction of the images could be "
+        f"labelled (default {MIN_SUCCESS}; 0 accepts any number, even none)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is also off when not a tty)")
+    p.add_argument(
+        "--log-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="without a progress bar: a timestamped progress line at least this often (default 60)",
+    )
     p.add_argument(
         "--stop-after-shards",
         type=int,
@@ -228,7 +289,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="debugging: stop (as if killed) after writing N new shards on this rank, before the manifest is final",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.stop_after_shards is not None and args.stop_after_shards < 1:
+        raise ValueError(f"--stop-after-shards must be >= 1, got {args.stop_after_shards}")
+    if not 0.0 <= args.min_success <= 1.0:
+        raise ValueError(f"--min-success must be a fraction in [0, 1], got {args.min_success}")
+    if not args.log_interval >= 0:
+        raise ValueError(f"--log-interval must be >= 0 seconds, got {args.log_interval}")
+    return args
 
 
 def _build_labeler(cfg: Config, device: torch.device):
@@ -244,67 +312,9 @@ def _build_labeler(cfg: Config, device: torch.device):
     return labeler
 
 
-def _build_manifest(labeler, data: LabelDataSettings, num_rows: int, rows: list[ImageRow], no_image: int, device):
-    fingerprint = labeler.fingerprint()
-    if "top_n" not in fingerprint:
-        raise ValueError(f"labeler.fingerprint() has no 'top_n' (keys: {sorted(fingerprint)})")
-    num_words = int(labeler.num_words)
-    word_dtype = word_dtype_for(num_words)
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "complete": False,
-        "labeler": fingerprint,
-        # bf16 autocast on GPU gives (slightly) different scores than fp32 on CPU:
-        # a resumed run must not mix the two in one cache.
-        "extraction": {"precision": "bfloat16-autocast" if device.type == "cuda" else "float32"},
-        "data": {
-            "ann_file": data.ann_file,
-            "ann_sha256": sha256_file(data.ann_file),
-            "image_folder": data.image_folder,
-            "num_rows": num_rows,
-            "num_images": len(rows),
-            "num_no_image": no_image,
-        },
-        "layout": {
-            "shard_size": data.shard_size,
-            "num_shards": -(-len(rows) // data.shard_size),
-            "grid": [int(g) for g in labeler.grid],
-            "top_n": int(fingerprint["top_n"]),
-            "num_words": num_words,
-            "word_dtype": "uint16" if word_dtype.itemsize == 2 else "int32",
-            "empty_word": 65535 if word_dtype.itemsize == 2 else -1,
-            "score_dtype": "float16",
-        },
-    }
-    manifest["run_key"] = run_key(manifest)
-    return manifest
-
-
-def _reusable(out: Path, index: int, rows: list[ImageRow], key: str, recorded_sha: str | None):
-    """The ``(sha256, bytes, meta)`` of an existing shard ``index`` if it can be kept, else ``None``."""
-    path = out / shard_name(index)
-    if not path.is_file():
-        return None
-    try:
-        _, meta, _ = read_shard_header(path)
-    except ValueError as e:
-        print(f"{PROG}: rewriting shard {index}: {e}", file=sys.stderr)
-        return None
-    if meta.get("run_key") != key or meta.get("shard") != index or meta.get("first_row") != rows[0].row:
-        print(f"{PROG}: rewriting shard {index}: it was written by a different run", file=sys.stderr)
-        return None
-    digest = sha256_file(path)
-    if recorded_sha is not None and digest != recorded_sha:
-        print(f"{PROG}: rewriting shard {index}: sha256 differs from the manifest (corrupt)", file=sys.stderr)
-        return None
-    return digest, path.stat().st_size, meta
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 when at least ``--min-success`` of the images were labelled, else 1."""
     args = parse_args(argv)
-    if args.stop_after_shards is not None and args.stop_after_shards < 1:
-        raise ValueError(f"--stop-after-shards must be >= 1, got {args.stop_after_shards}")
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -324,6 +334,10 @@ def _run(args, cfg: Config, data: LabelDataSettings, rank: int, world: int) -> i
     t_start = time.monotonic()
     device = _resolve_device(args.device, world)
     rows, num_rows, no_image = load_rows(data.ann_file, data.image_folder)
+    if not rows:  # an empty "complete" cache would train on nothing without a word
+        raise ValueError(
+            f"{data.ann_file}: nothing to label: {num_rows} row(s), {no_image} of them without an image"
+        )
     # Rank 0 first: it builds (and caches on disk) the text bank the others then load,
     # instead of every rank computing it and racing to write the same cache file.
     if rank == 0:
@@ -331,23 +345,38 @@ def _run(args, cfg: Config, data: LabelDataSettings, rank: int, world: int) -> i
     _barrier(world)
     if rank != 0:
         labeler = _build_labeler(cfg, device)
-    manifest = _build_manifest(labeler, data, num_rows, rows, no_image, device)
+    manifest = new_manifest(
+        labeler.fingerprint(),
+        num_words=int(labeler.num_words),
+        grid=labeler.grid,
+        precision="bfloat16-autocast" if device.type == "cuda" else "float32",
+        data={
+            "ann_file": data.ann_file,
+            "ann_sha256": sha256_file(data.ann_file),
+            "image_folder": data.image_folder,
+            "num_rows": num_rows,
+            "num_images": len(rows),
+            "num_no_image": no_image,
+        },
+        shard_size=data.shard_size,
+        num_images=len(rows),
+    )
     out = Path(args.out)
-    recorded = _open_out(out, manifest, rank, world)
+    writer = LabelCacheWriter(out, manifest, log=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
+    writer.open(rank, barrier=lambda: _barrier(world))
 
     # This rank's shards; those already on disk (from an interrupted run) are kept.
-    shard_size, key = data.shard_size, manifest["run_key"]
-    done: dict[int, tuple[str, int, dict]] = {}
+    done: dict[int, ShardRecord] = {}
     todo: list[int] = []
-    for i in range(rank, manifest["layout"]["num_shards"], world):
-        kept = _reusable(out, i, rows[i * shard_size : (i + 1) * shard_size], key, recorded.get(shard_name(i)))
+    for i in range(rank, writer.num_shards, world):
+        kept = writer.reusable(i, rows[i * data.shard_size].row)
         if kept is None:
             todo.append(i)
         else:
             done[i] = kept
     counts = {"reused": len(done), "written": 0}
     if todo:
-        stopped = _label_shards(args, labeler, device, data, rows, manifest, todo, out, rank, world, done)
+        stopped = _label_shards(labeler, device, data, rows, writer, todo, done, args, rank, world)
         counts["written"] = len(done) - counts["reused"]
         if stopped:
             print(
@@ -357,49 +386,37 @@ def _run(args, cfg: Config, data: LabelDataSettings, rank: int, world: int) -> i
             )
             return 0
 
-    # Rank 0 gathers every rank's shard records and writes the final manifest.
-    records = {i: _shard_record(i, digest, size, meta) for i, (digest, size, meta) in done.items()}
-    gathered = [(records, counts)]
+    # Every rank gets every rank's shard records; rank 0 writes the final manifest.
+    gathered = [(done, counts)]
     if world > 1:
         gathered = [None] * world
-        dist.all_gather_object(gathered, (records, counts))
-    if rank != 0:
-        return 0
-    for r_records, _ in gathered:
-        records.update(r_records)
-    _finish(out, manifest, records, no_image)
-    m = manifest["summary"]
+        dist.all_gather_object(gathered, (done, counts))
+    records = {i: rec for r_done, _ in gathered for i, rec in r_done.items()}
+    if rank != 0:  # rank 0 writes and reports; every rank exits with the same status
+        labelled = sum(len(rec.meta["ids"]) for rec in records.values())
+        failed = sum(len(rec.meta["failures"]) for rec in records.values())
+        return 0 if rejection(labelled, failed, args.min_success) is None else 1
+    m = writer.finish(records, min_success=args.min_success)
+    s = m["summary"]
     written, reused = (sum(c[key] for _, c in gathered) for key in ("written", "reused"))
-    size = _human_bytes(sum(rec["bytes"] for rec in manifest["shards"]))
-    print(f"{PROG}: done: {out} ({time.monotonic() - t_start:.1f} s)")
+    size = _human_bytes(sum(rec["bytes"] for rec in m["shards"]))
+    print(f"{PROG}: {'done' if m['complete'] else 'REJECTED'}: {out} ({time.monotonic() - t_start:.1f} s)")
     print(f"  rows:     {num_rows} ({len(rows)} with an image, {no_image} without an image: skipped)")
     print(
-        f"  labelled: {m['num_labelled']} images in {len(manifest['shards'])} shards "
+        f"  labelled: {s['num_labelled']} images in {len(m['shards'])} shards "
         f"({written} written now, {reused} reused), {size}"
     )
-    print(f"  failed:   {m['num_failed']} images" + (f" (listed in {out / FAILURES})" if m["num_failed"] else ""))
+    print(f"  failed:   {s['num_failed']} images" + (f" (listed in {out / FAILURES})" if s["num_failed"] else ""))
+    if not m["complete"]:
+        first = next(iter(json.loads(line) for line in (out / FAILURES).read_text(encoding="utf-8").splitlines()), None)
+        hint = f"; first failure: {first['path']}: {first['reason']}" if first else ""
+        print(
+            f"{PROG}: error: {m['rejected']}{hint}. Fix the data (image_folder?) and rerun the same command, "
+            "or rerun it with a lower --min-success to accept this cache.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
-
-
-def _open_out(out: Path, manifest: dict, rank: int, world: int) -> dict[str, str]:
-    """Create ``out`` or check that it holds this same run; the shard checksums it records."""
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    recorded: dict[str, str] = {}
-    if (out / MANIFEST).is_file():
-        old = read_manifest(out)
-        diffs = diff_fields(run_spec(old), run_spec(manifest))
-        if diffs:
-            raise ValueError(
-                f"{out} holds a label cache from a different run; differing field(s): "
-                + format_diff(diffs, "existing", "this run")
-                + ". Use another --out (or delete it) to start afresh."
-            )
-        recorded = {s["file"]: s["sha256"] for s in old.get("shards", [])}
-    _barrier(world)  # every rank has read the old manifest before rank 0 may write one
-    if rank == 0 and not (out / MANIFEST).is_file():
-        write_json_atomic(out / MANIFEST, manifest)  # "complete": false marks a run in progress
-    _barrier(world)
-    return recorded
 
 
 def _autocast(device: torch.device):
@@ -408,10 +425,8 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _label_shards(args, labeler, device, data, rows, manifest, todo, out, rank, world, done) -> bool:
-    """Label and write the shards ``todo`` (adding them to ``done``); True if stopped early."""
-    layout, key = manifest["layout"], manifest["run_key"]
-    p, k = layout["grid"][0] * layout["grid"][1], layout["top_n"]
+def _label_shards(labeler, device, data, rows, writer, todo, done, args, rank, world) -> bool:
+    """Label and write the shards ``todo`` (adding their records to ``done``); True if stopped early."""
     # Batches never straddle shards, so a shard is written as soon as its last batch is in.
     batches: list[list[int]] = []
     batch_shard: list[int] = []
@@ -428,20 +443,19 @@ def _label_shards(args, labeler, device, data, rows, manifest, todo, out, rank, 
         collate_fn=collate_images,
         pin_memory=device.type == "cuda",
     )
-    # A bar on rank 0 when someone watches; one line per shard (every rank) in logs.
-    interactive = not args.no_progress and sys.stderr.isatty()
-    bar = _progress(sum(len(b) for b in batches), world) if interactive and rank == 0 else None
-    acc_words: list[np.ndarray] = []
-    acc_scores: list[np.ndarray] = []
-    acc_ids: list[str] = []
-    acc_fail: list[dict] = []
-    written, t_shard, n_shard = 0, time.monotonic(), 0
+    bar = rank == 0 and not args.no_progress and sys.stderr.isatty()
+    progress = Progress(sum(len(b) for b in batches), rank, world, bar, args.log_interval)
+    written, shard = 0, None
     try:
         for n, (index, images, failed) in enumerate(loader):
+            s = batch_shard[n]
+            if shard is None:
+                first, last = s * data.shard_size, min(len(rows), (s + 1) * data.shard_size) - 1
+                shard = writer.shard(s, rows[first].row, rows[last].row)
             for j, reason in failed:
                 r = rows[j]
                 print(f"{PROG}: skipping row {r.row} (id {r.id!r}): {r.path}: {reason}", file=sys.stderr)
-                acc_fail.append({"row": r.row, "id": r.id, "image": r.image, "path": r.path, "reason": reason})
+                shard.fail({"row": r.row, "id": r.id, "image": r.image, "path": r.path, "reason": reason})
             if images is not None:
                 with torch.inference_mode():
                     # Autocast covers the tower only: the top-n search keeps the
@@ -449,84 +463,18 @@ def _label_shards(args, labeler, device, data, rows, manifest, todo, out, rank, 
                     with _autocast(device):
                         dense = labeler.encode_patches(images.to(device, non_blocking=True))
                     labels = labeler.label(dense)
-                if tuple(labels.words.shape) != (len(index), p, k) or list(labels.grid) != layout["grid"]:
-                    raise ValueError(
-                        f"labeler returned words {tuple(labels.words.shape)} on grid {labels.grid}; "
-                        f"expected {(len(index), p, k)} on grid {tuple(layout['grid'])}"
-                    )
-                acc_words.append(encode_words(labels.words, layout["num_words"]))
-                acc_scores.append(encode_scores(labels.scores))
-                acc_ids.extend(rows[j].id for j in index.tolist())
-            n_shard += len(index) + len(failed)
-            if bar is not None:
-                bar.update(len(index) + len(failed))
-            s = batch_shard[n]
+                shard.add(labels, [rows[j].id for j in index.tolist()])
+            progress.update(len(index) + len(failed))
             if last_batch[s] != n:
                 continue
-            # shard s is complete: write it
-            first, last = s * data.shard_size, min(len(rows), (s + 1) * data.shard_size) - 1
-            meta = {
-                "run_key": key,
-                "shard": s,
-                "first_row": rows[first].row,
-                "last_row": rows[last].row,
-                "ids": acc_ids,
-                "failures": acc_fail,
-            }
-            empty = np.zeros((0, p, k))
-            words = np.concatenate(acc_words) if acc_words else empty.astype(word_dtype_for(layout["num_words"]))
-            scores = np.concatenate(acc_scores) if acc_scores else empty.astype("<f2")
-            digest, size = write_shard(out / shard_name(s), words, scores, meta)
-            done[s] = (digest, size, meta)
-            written += 1
-            if not interactive:
-                rate = n_shard / max(time.monotonic() - t_shard, 1e-9)
-                print(
-                    f"{PROG}: [rank {rank}] shard {s + 1}/{layout['num_shards']}: {len(acc_ids)} labelled, "
-                    f"{len(acc_fail)} failed, {rate:.1f} images/s",
-                    file=sys.stderr,
-                )
-            acc_words, acc_scores, acc_ids, acc_fail = [], [], [], []
-            t_shard, n_shard = time.monotonic(), 0
+            done[s] = shard.write()
+            progress.shard_written(s, writer.num_shards, len(shard.ids), len(shard.failures))
+            shard, written = None, written + 1
             if args.stop_after_shards is not None and written >= args.stop_after_shards:
                 return True
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     return False
-
-
-def _shard_record(index: int, digest: str, size: int, meta: dict) -> dict:
-    return {
-        "file": shard_name(index),
-        "sha256": digest,
-        "bytes": size,
-        "first_row": meta["first_row"],
-        "last_row": meta["last_row"],
-        "num_labelled": len(meta["ids"]),
-        "num_failed": len(meta["failures"]),
-        "failures": meta["failures"],  # moved to failures.jsonl by _finish
-    }
-
-
-def _finish(out: Path, manifest: dict, records: dict[int, dict], no_image: int) -> None:
-    """Rank 0, after every shard is on disk: failures.jsonl, then the complete manifest."""
-    shards = [records[i] for i in range(manifest["layout"]["num_shards"])]
-    failures = [f for rec in shards for f in rec.pop("failures")]
-    stale = [out / f"{MANIFEST}.tmp", out / f"{FAILURES}.tmp", *(out / SHARD_DIR).glob("shard-*.safetensors.tmp")]
-    for leftover in (f for f in stale if f.exists()):
-        leftover.unlink()  # temp files of a killed run, already redone under their final name
-    write_jsonl_atomic(out / FAILURES, failures)
-    manifest.update(
-        complete=True,
-        shards=shards,
-        summary={
-            "num_labelled": sum(rec["num_labelled"] for rec in shards),
-            "num_failed": len(failures),
-            "num_no_image": no_image,
-        },
-    )
-    write_json_atomic(out / MANIFEST, manifest)  # last: "complete" only once everything else is there
 
 
 def _human_bytes(n: int) -> str:
@@ -536,13 +484,6 @@ def _human_bytes(n: int) -> str:
             break
         size /= 1024
     return f"{size:.1f} {unit}"
-
-
-def _progress(total: int, world: int):
-    from tqdm import tqdm
-
-    desc = "labels" if world == 1 else f"labels (rank 0 of {world})"
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, smoothing=0.05)
 
 
 if __name__ == "__main__":

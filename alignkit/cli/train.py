@@ -11,8 +11,10 @@ the command line, applies the mmengine compatibility fixes
 - ``--resume`` alone: resume from the latest checkpoint in the work dir; when
   there is none yet, start as the config says (its ``load_from``, if any, is
   still loaded). ``--resume PATH``: resume from that checkpoint.
-- every run gets ``ModelDescriptionHook`` (its checkpoints carry the model
-  config as JSON data, which the tools rebuild the model from).
+- every run gets the hooks in ``REQUIRED_HOOKS``, listed in its config or not:
+  ``ModelDescriptionHook`` (its checkpoints carry the model config as JSON
+  data, which the tools rebuild the model from) and ``LabelCacheCheckHook`` (a
+  dataset's label cache must match the model before the first step).
 - ``--launcher none|pytorch|slurm``: ``pytorch`` under ``torch.distributed.run``
   (on CPUs too, with gloo), ``slurm`` under ``srun``.
 
@@ -38,7 +40,8 @@ import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's
 from alignkit.engine.compat import apply_compat
 
 LAUNCHERS = ("none", "pytorch", "slurm")
-DESCRIPTION_HOOK_NAMES = ("ModelDescriptionHook", "alignkit.ModelDescriptionHook")
+# Hooks every run gets: trust checks must not depend on a line of the config.
+REQUIRED_HOOKS = ("ModelDescriptionHook", "LabelCacheCheckHook")
 _calls = itertools.count()
 
 
@@ -75,10 +78,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")
     cfg.launcher = args.launcher
-    # Every checkpoint carries its model as data, so the tools never execute the config text it also holds.
-    hooks = list(cfg.get("custom_hooks") or [])
-    if not any(isinstance(h, dict) and h.get("type") in DESCRIPTION_HOOK_NAMES for h in hooks):
-        cfg.custom_hooks = [*hooks, dict(type="ModelDescriptionHook")]
+    _require_hooks(cfg)
 
     stem = Path(args.config).stem
     if args.work_dir is not None:
@@ -102,6 +102,13 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
     cfg.setdefault("env_cfg", dict(dist_cfg=dict(backend="nccl")))
     return cfg
+
+
+def _require_hooks(cfg: Config) -> None:
+    """Append each of ``REQUIRED_HOOKS`` the config does not list (as ``Name`` or ``scope.Name``)."""
+    hooks = list(cfg.get("custom_hooks") or [])
+    listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
+    cfg.custom_hooks = [*hooks, *(dict(type=name) for name in REQUIRED_HOOKS if name not in listed)]
 
 
 def build_runner(cfg: Config):

@@ -11,12 +11,20 @@ from alignkit.engine.compat import (
     install_checkpoint_loader,
     load_checkpoint_file,
 )
-from alignkit.engine.hooks import ModelDescriptionHook, RNGStateHook, SkippedSamplesHook
+from alignkit.engine.hooks import (
+    LabelCacheCheckHook,
+    ModelDescriptionHook,
+    NonFinitePatchesHook,
+    RNGStateHook,
+    SkippedSamplesHook,
+)
 from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
     "AlignmentMetric",
+    "LabelCacheCheckHook",
     "ModelDescriptionHook",
+    "NonFinitePatchesHook",
     "RNGStateHook",
     "SkippedSamplesHook",
     "allow_checkpoint_globals",

@@ -47,6 +47,7 @@ class BaseLabeler(ABC):
 
     grid: tuple[int, int]
     word_list: WordList
+    backend: str  # the library whose tower makes the labels ('open_clip', 'transformers'); in fingerprint()
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -66,7 +67,13 @@ class BaseLabeler(ABC):
 
     @abstractmethod
     def fingerprint(self) -> dict:
-        """JSON-able description of everything that determines the labels."""
+        """JSON-able description of everything that determines the labels (``backend`` included).
+
+        A label cache records it and is refused where it differs; its ``transform``
+        entry must describe the image transform with ``image_size``/``size``,
+        ``mean``, ``std``, ``resize_mode``, ``interpolation`` (see
+        ``alignkit.labelers.cache.transform_spec``).
+        """
 
     def __call__(self, images: Tensor) -> PatchLabels:
         return self.label(self.encode_patches(images))
@@ -103,6 +110,8 @@ class OpenCLIPTopNLabeler(BaseLabeler):
             ``'bfloat16'``, ``'float16'``); None: fp32 on CPU, bf16 on CUDA.
             Half precision nominates candidates, fp32 rescores them.
     """
+
+    backend = "open_clip"
 
     def __init__(
         self,
@@ -229,6 +238,7 @@ class OpenCLIPTopNLabeler(BaseLabeler):
         transform = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
         return {
             "labeler": type(self).__name__,
+            "backend": self.backend,
             "model_name": self.loaded.model_name,
             "pretrained": self.loaded.pretrained,
             "weights_kind": self.loaded.weights_kind,

@@ -92,8 +92,15 @@ class BaseAlignLoss(nn.Module):
 
     @property
     def temperature(self) -> float:
-        """τ = 1/s = exp(−clamped ln s), as a float (for logging)."""
-        return math.exp(-self.logit_scale_value)
+        """τ = 1/s = exp(−clamped ln s), as a float (for logging); inf once ln s < −709 (a diverged temperature).
+
+        Logging must not raise: ``math.exp`` overflows there, and a NaN ln s gives NaN. The
+        loss's own finite checks name a scale that the forward cannot use.
+        """
+        try:
+            return math.exp(-self.logit_scale_value)
+        except OverflowError:
+            return math.inf
 
     def extra_repr(self) -> str:
         return (

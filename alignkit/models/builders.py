@@ -37,6 +37,14 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _CHECKED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "model_type")
 
 
+def _dtype_kw(dtype) -> dict:
+    # transformers < 4.56 names the argument torch_dtype (and rejects dtype); alignkit's export runs there too
+    import transformers
+
+    old = tuple(int(x) for x in transformers.__version__.split(".")[:2]) < (4, 56)
+    return {"torch_dtype" if old else "dtype": dtype}
+
+
 def as_dtype(dtype) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype) or dtype is None:
         return dtype
@@ -109,17 +117,17 @@ def build_llm(cfg: dict, tokenizer=None, init_empty: bool = False, seed: int | N
         hf_config = _hf_config(config, tokenizer)
         if init_empty:
             with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, **extra)
+                model = AutoModelForCausalLM.from_config(hf_config, **_dtype_kw(dtype), **extra)
         else:
             if seed is None:
-                model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, **extra)
+                model = AutoModelForCausalLM.from_config(hf_config, **_dtype_kw(dtype), **extra)
             else:
                 with torch.random.fork_rng(devices=[]):  # random weights that do not depend on the caller's RNG
                     torch.manual_seed(seed)
-                    model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, **extra)
+                    model = AutoModelForCausalLM.from_config(hf_config, **_dtype_kw(dtype), **extra)
         return model
 
-    model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype, **extra)
+    model = AutoModelForCausalLM.from_pretrained(pretrained, **_dtype_kw(dtype), **extra)
     if config:
         got = model.config.to_dict()
         wrong = {k: (config[k], got.get(k)) for k in _CHECKED_KEYS if config.get(k) is not None and config[k] != got.get(k)}

@@ -29,12 +29,19 @@ columns equal alignkit's.
 
 Prompt equality: alignkit tokenizes the text on each side of ``<image>`` on
 its own (LLaVA's ``tokenizer_image_token``); HF tokenizes the whole prompt
-with ``<image>`` as an added token. For a SentencePiece-style (Metaspace)
-tokenizer that prepends ``▁`` only to the first piece of a text
-(``prepend_scheme='first'``) the two differ right after the image, so the
-exported tokenizer uses ``prepend_scheme='always'`` (transformers' own
-``legacy=True`` rule: every stretch between added tokens gets the ``▁``).
-``check_prompt_ids`` verifies the result on the template's own prompt.
+with ``<image>`` as an added token. The exported ``tokenizer.json`` carries
+rules that give training's ids on the whole prompt: for alignkit's
+``SentencePieceTokenizer`` (Vicuna) SentencePiece's own dummy prefix and
+whitespace words, ``legacy`` True or False (transformers' Llama conversion
+differs on runs and leading spaces and after special tokens); for a
+``Metaspace(prepend_scheme='first')`` tokenizer the prefix on each stretch
+between images. ``check_prompt_ids`` verifies the result at every export on
+a battery of prompts (``prompt_battery``: spaces, special tokens' text,
+unicode, multi-turn), for the model's template.
+
+Versions: the folder loads unchanged in transformers 4.45 to 5.x (weight
+names, config spellings, tokenizer class: see ``write_llava``), and this
+module runs under each of them.
 """
 from __future__ import annotations
 
@@ -56,9 +63,14 @@ __all__ = [
     "clip_vision_state_dict",
     "expand_image_placeholders",
     "generation_prompt",
-    "hf_image_processor",
     "hf_tokenizer",
+    "image_processor_config",
+    "portable_config",
     "projector_state_dict",
+    "prompt_battery",
+    "tokenizer_config",
+    "write_llava",
+    "write_tokenizer",
 ]
 
 
@@ -173,22 +185,27 @@ def projector_state_dict(adapter: nn.Module) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- tokenizer and prompts
-def hf_tokenizer(tokenizer):
+def hf_tokenizer(tokenizer, add_bos: bool | None = None):
     """A Hugging Face fast tokenizer equal to ``tokenizer`` (a copy), with ``<image>`` added as a special token.
+
+    ``add_bos`` (the template's): whether ``add_special_tokens=True`` (what ``LlavaProcessor`` uses) puts
+    BOS first; None keeps the tokenizer's own post-processor.
 
     An alignkit ``SentencePieceTokenizer`` is converted with transformers'
     ``LlamaTokenizer`` (same ``legacy`` rule, BOS/EOS settings and special
     tokens); the result is checked by ``check_prompt_ids`` at export.
     """
-    from tokenizers import AddedToken, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     from alignkit.datasets.tokenizers import SentencePieceTokenizer
 
     if isinstance(tokenizer, SentencePieceTokenizer):
-        from transformers import LlamaTokenizer
+        import transformers
 
-        out = LlamaTokenizer.from_pretrained(
+        # 5.x: LlamaTokenizer is the Rust one; 4.x: LlamaTokenizerFast (LlamaTokenizer is SentencePiece itself)
+        cls = transformers.LlamaTokenizerFast if transformers.__version__.startswith("4.") else transformers.LlamaTokenizer
+        out = cls.from_pretrained(
             str(_sp_folder(tokenizer)), legacy=tokenizer.legacy, add_bos_token=tokenizer.add_bos_token,
             add_eos_token=tokenizer.add_eos_token, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
             unk_token=tokenizer.unk_token, pad_token=tokenizer.pad_token,
@@ -202,13 +219,91 @@ def hf_tokenizer(tokenizer):
         )
     if IMAGE_TOKEN not in out.get_vocab():
         out.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
-    pre = out.backend_tokenizer.pre_tokenizer
-    if isinstance(pre, pre_tokenizers.Metaspace) and pre.prepend_scheme == "first":
-        # alignkit tokenizes the text after <image> on its own, with the dummy prefix (module docstring).
-        out.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-            replacement=pre.replacement, prepend_scheme="always", split=pre.split
-        )
+    spec = json.loads(out.backend_tokenizer.to_str())
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        spec = _sentencepiece_pipeline(spec, tokenizer.legacy)
+    elif (spec.get("pre_tokenizer") or {}).get("type") == "Metaspace" and spec["pre_tokenizer"].get("prepend_scheme") == "first":
+        spec = _metaspace_first_pipeline(spec)
+    out._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    if add_bos is not None:
+        _set_bos(out, add_bos)
     return out
+
+
+def _set_bos(tok, add_bos: bool) -> None:
+    from tokenizers import processors
+
+    backend = tok.backend_tokenizer
+    bare, full = backend.encode("x", add_special_tokens=False).ids, backend.encode("x", add_special_tokens=True).ids
+    bos, bos_id = getattr(tok, "bos_token", None), getattr(tok, "bos_token_id", None)
+    has_bos = len(full) == len(bare) + 1 and full[0] == bos_id and full[1:] == bare
+    if add_bos and not has_bos:
+        if bos is None or bos_id is None:
+            raise ValueError(f"the template starts with BOS but tokenizer {type(tok).__name__} has no bos_token")
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(str(bos), int(bos_id))])
+    elif not add_bos and full != bare:
+        backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+
+
+# Tokenization rules. alignkit tokenizes each stretch between ``<image>`` on its own (``tokenize_with_image``);
+# the exported tokenizer sees the whole prompt. tokenizers splits the text at added tokens whose
+# ``normalized`` flag is False *before* normalizing, and at the others after, so: ``<image>`` is
+# normalized=False (each stretch is normalized, hence prefixed, on its own, as in training) and the model's
+# special tokens follow the training rule (module docstring of ``alignkit.datasets.tokenizers``).
+_SP_WORDS = "▁?[^▁]+|▁+(?=▁[^▁])|▁+"  # SentencePiece's words: a run of spaces gives its last one to the next word
+
+
+def _set_normalized(spec: dict, normalized: bool) -> None:
+    for token in spec.get("added_tokens", []):
+        token["normalized"] = normalized and token["content"] != IMAGE_TOKEN
+
+
+def _regex_escape(text: str) -> str:
+    # Oniguruma (tokenizers' regex engine) reads \< and \> as word boundaries: escape metacharacters only
+    return "".join("\\" + c if c in "\\.^$|?*+()[]{}" else c for c in text)
+
+
+def _prefix_rule(spec: dict, rep: str, unless: str) -> dict:
+    """A normalizer that puts ``rep`` before a stretch unless it starts with a character of ``unless``.
+
+    Nor before a stretch that starts with an added token: training's tokenizers put no prefix before a
+    special token, and normalized added tokens are themselves normalized before they are matched (a plain
+    ``Prepend`` would turn ``</s>`` into ``▁</s>``).
+    """
+    tokens = "|".join(_regex_escape(t["content"]) for t in spec.get("added_tokens", []))
+    keep = f"(?!{tokens})" if tokens else ""
+    first = f"[^{_regex_escape(unless)}]" if unless else "[\\s\\S]"
+    return {"type": "Replace", "pattern": {"Regex": f"\\A{keep}(?={first})"}, "content": rep}
+
+
+def _sentencepiece_pipeline(spec: dict, legacy: bool) -> dict:
+    """SentencePiece (Llama) as tokenizers rules: the dummy prefix ``▁`` on every stretch between special tokens
+    (``legacy=True``) or only at the start of each ``<image>``-separated stretch (``legacy=False``), spaces
+    to ``▁``, and SentencePiece's whitespace words (``"a   b"`` -> ``▁a ▁▁ ▁b``; transformers' own Llama
+    conversion gives ``▁a ▁▁▁ b``, and no extra prefix before a leading space)."""
+    spec = copy.deepcopy(spec)
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        _prefix_rule(spec, "▁", ""), {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+    spec["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": _SP_WORDS}, "behavior": "Isolated", "invert": False}
+    _set_normalized(spec, not legacy)  # legacy: split at special tokens first, so every stretch gets the prefix
+    return spec
+
+
+def _metaspace_first_pipeline(spec: dict) -> dict:
+    """A ``Metaspace(prepend_scheme='first')`` tokenizer whose prefix goes on each ``<image>``-separated stretch
+    (as training tokenizes them one by one), not after its other special tokens: the prefix moves into the
+    normalizer (unless the stretch starts with a space, Metaspace's own rule) and every special token but
+    ``<image>`` is matched after normalizing."""
+    spec = copy.deepcopy(spec)
+    pre = spec["pre_tokenizer"]
+    rep = pre.get("replacement", "▁")
+    steps = [spec["normalizer"]] if spec.get("normalizer") else []
+    steps.append(_prefix_rule(spec, rep, " " + rep))
+    spec["normalizer"] = {"type": "Sequence", "normalizers": steps}
+    spec["pre_tokenizer"] = dict(pre, prepend_scheme="never")
+    _set_normalized(spec, True)
+    return spec
 
 
 def _sp_folder(tokenizer):
@@ -252,25 +347,78 @@ def expand_image_placeholders(input_ids: Tensor, image_token_id: int, num_tokens
     return torch.tensor(out, dtype=torch.long)
 
 
-def check_prompt_ids(tokenizer, exported, template, num_tokens: int, question: str = "What is in the image?") -> None:
-    """ValueError unless the exported tokenizer, given the prompt with ``<image>`` repeated P times (what
-    ``LlavaProcessor`` makes of it), gives alignkit's ids with the placeholder expanded."""
+# Texts a user may send that tokenizers treat differently: runs of spaces, leading and trailing spaces, the
+# special tokens' own text, tabs and newlines, non-ASCII text. Every template's special tokens are added
+# to them by ``prompt_battery``.
+BATTERY_TEXTS = (
+    "What is in the image?",
+    "  two leading spaces",
+    "runs   of    spaces",
+    "tab\tand\nnewlines\n\n",
+    "a literal </s> in the text",
+    "</s>USER: starts with an end of sequence",
+    "<s> and <unk> written out",
+    "unicode: Ünïcödé — 日本語 😀 «quotes» ‘x’",
+    "trailing space ",
+    "ends with </s>",
+)
+
+
+def prompt_battery(template) -> list[str]:
+    """Texts whose token ids training and the export must agree on, for ``template``: each battery text as a
+    one-turn question (the generation prompt), two-turn conversations with the answers (the whole
+    training sequence), and a three-turn prompt; for ``plain``, each as a caption."""
+    from alignkit.datasets.templates import PlainTemplate, get_template
+
+    template = get_template(template)
+    texts = list(BATTERY_TEXTS) + [f"say {end} and go on" for end in template.turn_ends]
+    out = []
+    if isinstance(template, PlainTemplate):  # one image, one caption
+        for text in texts:
+            out.append("".join(seg.text for seg in template.render(
+                [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": text}], True)))
+        return list(dict.fromkeys(out))
+    for text in texts:
+        out.append(generation_prompt(template, text))
+        conv = [{"from": "human", "value": IMAGE_TOKEN + "\n" + text}, {"from": "gpt", "value": text},
+                {"from": "human", "value": "And then?"}, {"from": "gpt", "value": " An  answer."}]
+        out.append("".join(seg.text for seg in template.render(conv, True)))
+    conv = [{"from": "human", "value": IMAGE_TOKEN + "\nWhat is it?"}, {"from": "gpt", "value": "A cat."},
+            {"from": "human", "value": "Its colour?"}, {"from": "gpt", "value": "x"}]
+    segments = template.render(conv, True)
+    last = max(i for i, seg in enumerate(segments) if seg.train)
+    out.append("".join(seg.text for seg in segments[:last]))
+    return list(dict.fromkeys(out))
+
+
+def check_prompt_ids(tokenizer, exported, template, num_tokens: int, prompts=None) -> int:
+    """ValueError unless the exported tokenizer gives alignkit's training ids on every prompt of
+    ``prompt_battery(template)`` (or ``prompts``); returns how many were checked.
+
+    The exported tokenizer gets the prompt with ``<image>`` repeated P times (what ``LlavaProcessor``
+    makes of it); alignkit's ids have the placeholder expanded to P image-token ids.
+    """
     from alignkit.datasets.templates import get_template, tokenize_with_image
 
     template = get_template(template)
-    prompt = generation_prompt(template, question)
-    ours = tokenize_with_image(tokenizer, prompt, template.add_bos)
+    prompts = prompt_battery(template) if prompts is None else list(prompts)
     image_id = exported.convert_tokens_to_ids(IMAGE_TOKEN)
-    want = expand_image_placeholders(torch.tensor(ours), image_id, num_tokens).tolist()
-    text = prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * num_tokens)
-    got = exported(text, add_special_tokens=template.add_bos)["input_ids"]
-    if got != want:
-        i = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    bad = []
+    for prompt in prompts:
+        ours = tokenize_with_image(tokenizer, prompt, template.add_bos)
+        want = expand_image_placeholders(torch.tensor(ours, dtype=torch.long), image_id, num_tokens).tolist()
+        got = exported(prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * num_tokens))["input_ids"]
+        if got != want:
+            bad.append((prompt, got, want))
+    if bad:
+        prompt, got, want = bad[0]
+        i = next((k for k, (x, y) in enumerate(zip(got, want)) if x != y), min(len(got), len(want)))
         raise ValueError(
-            f"the exported tokenizer does not reproduce the {template.name!r} prompt {prompt!r}: first difference at "
-            f"token {i} (exported {got[i:i + 4]}, alignkit {want[i:i + 4]}); the exported model would see other "
-            "token ids than it was trained on"
+            f"the exported tokenizer does not reproduce the {template.name!r} prompt ids on {len(bad)} of "
+            f"{len(prompts)} prompts; first: {prompt!r}, first difference at token {i} (exported {got[i:i + 4]}, "
+            f"alignkit {want[i:i + 4]}); the exported model would see other token ids than it was trained on"
         )
+    return len(prompts)
 
 
 def _jinja_str(text: str) -> str:
@@ -331,16 +479,14 @@ def chat_template_for(template) -> str:
     )
 
 
-def hf_image_processor(processor):
-    """alignkit's ``OpenCLIPImageProcessor`` as a transformers image processor (CLIP's, or LLaVA's when it pads).
+def image_processor_config(processor) -> dict:
+    """``preprocessor_config.json`` for alignkit's ``OpenCLIPImageProcessor``: CLIP's image processor, or LLaVA's
+    when it pads (``pad_to_square`` -> ``LlavaImageProcessor(do_pad=True)``, mean-colour padding like LLaVA's
+    ``expand2square``; that class exists from transformers 4.49 on, see ``docs/evaluation.md``).
 
-    Same steps: shortest side to the input size (bicubic), centre crop, normalise;
-    ``pad_to_square`` -> ``LlavaImageProcessor(do_pad=True)`` (mean-colour padding, LLaVA's
-    ``expand2square``). Resampling implementations differ, so pixels agree to a few 1e-2, not bit for bit.
+    Same steps: shortest side to the input size, centre crop, rescale, normalise.
+    Resampling implementations differ, so pixels agree to a few 1e-2, not bit for bit.
     """
-    from transformers import CLIPImageProcessor, LlavaImageProcessor
-    from transformers.image_utils import PILImageResampling
-
     if processor.resize_mode != "shortest":
         raise ValueError(
             f"image resize_mode {processor.resize_mode!r} has no CLIPImageProcessor equivalent; only 'shortest' exports"
@@ -348,39 +494,80 @@ def hf_image_processor(processor):
     h, w = processor.image_size
     if h != w:
         raise ValueError(f"image size {h}x{w}: CLIPImageProcessor's shortest-edge resize needs a square input")
-    resample = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR}[processor.interpolation]
-    kwargs = dict(
-        size={"shortest_edge": h}, crop_size={"height": h, "width": w}, do_resize=True, do_center_crop=True,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(processor.mean),
-        image_std=list(processor.std), do_convert_rgb=True, resample=resample,
+    resample = {"bicubic": 3, "bilinear": 2}[processor.interpolation]  # PIL.Image.Resampling values
+    out = dict(
+        image_processor_type="LlavaImageProcessor" if processor.pad_to_square else "CLIPImageProcessor",
+        processor_class="LlavaProcessor", do_resize=True, size={"shortest_edge": int(h)}, resample=resample,
+        do_center_crop=True, crop_size={"height": int(h), "width": int(w)}, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=[float(m) for m in processor.mean], image_std=[float(s) for s in processor.std],
+        do_convert_rgb=True,
     )
     if processor.pad_to_square:
-        return LlavaImageProcessor(do_pad=True, **kwargs)
-    return CLIPImageProcessor(**kwargs)
+        out["do_pad"] = True
+    return out
 
 
 # --------------------------------------------------------------------------- the model
+# The weight names of the released llava-hf checkpoints (transformers 4.45's own module names). transformers
+# 4.52+ nests the three parts under ``model.`` and 5.x drops CLIPVisionModel's ``vision_model.``; both rename
+# these names when loading (``_checkpoint_conversion_mapping`` in 4.x, ``conversion_mapping.py`` in 5.x), so
+# a folder written with them loads unchanged, with no unused or newly initialised weight, in 4.45 to 5.x.
+# (transformers 5's own save_pretrained writes ``vision_tower.embeddings...``: 4.x cannot load that.)
+VISION_PREFIX = "vision_tower.vision_model."
+PROJECTOR_PREFIX = "multi_modal_projector."
+LLM_PREFIX = "language_model."  # + the causal LM's own names: model.layers..., lm_head.weight
+
+
 @dataclass
 class ExportedLlava:
-    """What ``build_llava`` assembles: the HF model (weights assigned), its tokenizer and processor."""
+    """What ``build_llava`` assembles; ``write_llava`` writes it as a folder that transformers 4 and 5 load."""
 
-    model: nn.Module
-    tokenizer: object
-    processor: object
+    state: dict[str, Tensor]  # the weights under the llava-hf names (VISION_PREFIX, PROJECTOR_PREFIX, LLM_PREFIX)
+    config: dict  # config.json
+    generation_config: dict | None  # generation_config.json
+    tokenizer: object  # a fast tokenizer with <image> (tokenizer.json)
+    image_processor: dict  # preprocessor_config.json
+    processor: dict  # processor_config.json
+    chat_template: str
     image_token_id: int
     added_rows: int  # embedding rows added for <image> (0 when the matrix already had room)
 
 
-def _llm_parts(llm) -> tuple[nn.Module, nn.Module]:
-    base = llm.get_decoder() if hasattr(llm, "get_decoder") else llm.base_model
-    head = llm.get_output_embeddings()
-    if base is None or head is None:
-        raise ValueError(f"LLM {type(llm).__name__} has no decoder/lm_head pair to export")
-    return base, head
+def portable_text_config(text: dict) -> dict:
+    """The LLM's config dict with both rope spellings: 5.x's ``rope_parameters`` and 4.x's ``rope_theta`` +
+    ``rope_scaling`` (each version reads its own and ignores the other's)."""
+    text = copy.deepcopy(text)
+    rope = text.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        text.setdefault("rope_theta", rope["rope_theta"])
+        text.setdefault("rope_scaling", None if scaling.get("rope_type", "default") == "default" else scaling)
+    elif "rope_theta" in text:
+        scaling = dict(text.get("rope_scaling") or {"rope_type": "default"})
+        scaling.setdefault("rope_type", scaling.pop("type", "default"))
+        text["rope_parameters"] = {"rope_theta": text["rope_theta"], **scaling}
+    return text
+
+
+def portable_config(config: dict, dtype: torch.dtype) -> dict:
+    """``LlavaConfig.to_dict()`` of any version as a dict that 4.45, 4.57 and 5.x read alike."""
+    out = copy.deepcopy(config)
+    out["text_config"] = portable_text_config(out["text_config"])
+    name = str(dtype).replace("torch.", "")
+    out["torch_dtype"] = out["dtype"] = name  # 4.x reads torch_dtype, 5.x dtype
+    out["text_config"]["torch_dtype"] = out["text_config"]["dtype"] = name
+    if "image_token_id" in out:  # 4.x names it image_token_index; 5.x reads both
+        out["image_token_index"] = out.pop("image_token_id")
+    out.pop("transformers_version", None)
+    return out
+
+
+def _named(module: nn.Module, tensor: Tensor) -> str:
+    return next(k for k, v in module.named_parameters(remove_duplicate=False) if v is tensor)
 
 
 def build_llava(model, image_processor, template, dtype: torch.dtype | None = None) -> ExportedLlava:
-    """Assemble ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` from an alignkit ``LLaVAModel``.
+    """Assemble the weights, config, tokenizer and processor of a Hugging Face LLaVA from an alignkit ``LLaVAModel``.
 
     Args:
         model: a ``LLaVAModel`` with real weights (CLIP tower, mlp2x_gelu adapter, HF causal LM, tokenizer).
@@ -388,7 +575,7 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
         template: the conversation template (name or object) prompts are written in.
         dtype: weights dtype of the export; None keeps the LLM's.
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaConfig
 
     visual = model.vision_encoder.tower
     vision_cfg = clip_vision_config(visual)
@@ -396,27 +583,36 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     proj_state = projector_state_dict(model.adapter)
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; the export needs it (LLaVAModel(tokenizer=...))")
-    tok = hf_tokenizer(model.tokenizer)
+    from alignkit.datasets.templates import get_template
+
+    template = get_template(template)
+    tok = hf_tokenizer(model.tokenizer, template.add_bos)
     p = model.num_visual_tokens
     check_prompt_ids(model.tokenizer, tok, template, p)
 
     llm = model.llm
     dtype = dtype or next(llm.parameters()).dtype
-    base, head = _llm_parts(llm)
-    text_state = {k: v.detach() for k, v in base.state_dict().items()}
-    head_weight = head.weight.detach()
-    embed_key = next(k for k, v in base.named_parameters() if v is llm.get_input_embeddings().weight)
+    emb = llm.get_input_embeddings().weight
+    head = llm.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"LLM {type(llm).__name__} has no output embeddings (lm_head) to export")
+    tied = head.weight is emb
+    embed_key, head_key = _named(llm, emb), _named(llm, head.weight)
+    text_state = {k: v.detach() for k, v in llm.state_dict().items()}
+    if tied:
+        del text_state[head_key]  # transformers ties it again on load
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    rows = head_weight.shape[0]
+    rows = emb.shape[0]
     added = max(0, image_id + 1 - rows)
     if added:
-        emb = text_state[embed_key]
-        text_state[embed_key] = torch.cat([emb, emb.float().mean(0, keepdim=True).to(emb.dtype).expand(added, -1)])
-        head_weight = torch.cat([head_weight, head_weight.new_zeros(added, head_weight.shape[1])])
+        e = text_state[embed_key]
+        text_state[embed_key] = torch.cat([e, e.float().mean(0, keepdim=True).to(e.dtype).expand(added, -1)])
+        if not tied:
+            h = text_state[head_key]
+            text_state[head_key] = torch.cat([h, h.new_zeros(added, h.shape[1])])
     text_cfg = copy.deepcopy(llm.config)
     text_cfg.vocab_size = rows + added
 
-    n_blocks = vision_cfg.num_hidden_layers
     config = LlavaConfig(
         vision_config=vision_cfg,
         text_config=text_cfg,
@@ -424,47 +620,97 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
         image_seq_length=p,
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default",  # drops CLS: open_clip's one prefix token
-        vision_feature_layer=vision_feature_layer(model.vision_encoder.feature_layer, n_blocks),
+        vision_feature_layer=vision_feature_layer(model.vision_encoder.feature_layer, vision_cfg.num_hidden_layers),
         multimodal_projector_bias=True,
-        tie_word_embeddings=bool(getattr(llm.config, "tie_word_embeddings", False)),
+        tie_word_embeddings=tied,
     )
-    with torch.device("meta"):
-        hf = LlavaForConditionalGeneration(config)
-    state = {}
-    state.update({f"model.vision_tower.{k}": v for k, v in vision_state.items()})
-    state.update({f"model.multi_modal_projector.{k}": v for k, v in proj_state.items()})
-    state.update({f"model.language_model.{k}": v for k, v in text_state.items()})
-    state["lm_head.weight"] = head_weight
-    want = hf.state_dict()
-    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-    bad = [k for k in want if k in state and tuple(want[k].shape) != tuple(state[k].shape)]
-    if missing or extra or bad:
-        raise ValueError(f"export key mismatch: missing {missing[:5]}, unexpected {extra[:5]}, wrong shape {bad[:5]}")
-    # The LLM's tensors are assigned as they are (no copy of a 7B model when the dtype already matches); the
-    # vision and projector ones are cloned: q/k/v are views into one open_clip tensor, which safetensors refuses.
-    llm_keys = {f"model.language_model.{k}" for k in text_state} | {"lm_head.weight"}
-    hf.load_state_dict({k: v.to(dtype) if k in llm_keys else v.to(dtype).clone() for k, v in state.items()},
-                       assign=True, strict=True)
-    # Non-persistent buffers (position ids, rotary frequencies) are rebuilt when the model is loaded.
-    hf.config.dtype = dtype
-    gen = copy.deepcopy(llm.generation_config) if getattr(llm, "generation_config", None) is not None else None
-    if gen is not None:
+    config.architectures = ["LlavaForConditionalGeneration"]
+    # The LLM's tensors keep their storage when the dtype already matches (no copy of a 7B model); the vision
+    # and projector ones are cloned: q/k/v are views into one open_clip tensor, which safetensors refuses.
+    state = {f"{VISION_PREFIX}{k}": v.to(dtype).clone() for k, v in vision_state.items()}
+    state.update({f"{PROJECTOR_PREFIX}{k}": v.to(dtype).clone() for k, v in proj_state.items()})
+    state.update({f"{LLM_PREFIX}{k}": v.to(dtype) for k, v in text_state.items()})
+
+    gen = None
+    if getattr(llm, "generation_config", None) is not None:
+        g = copy.deepcopy(llm.generation_config)
         if added:
-            gen.suppress_tokens = sorted(set(gen.suppress_tokens or []) | {image_id})
+            g.suppress_tokens = sorted(set(g.suppress_tokens or []) | {image_id})
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if getattr(tok, key, None) is not None:
-                setattr(gen, key, getattr(tok, key))
-        hf.generation_config = gen
+                setattr(g, key, getattr(tok, key))
+        gen = json.loads(g.to_json_string(use_diff=True))
+        gen.pop("transformers_version", None)
 
     chat = chat_template_for(template)
-    tok.chat_template = chat
-    processor = LlavaProcessor(
-        image_processor=hf_image_processor(image_processor),
-        tokenizer=tok,
-        patch_size=vision_cfg.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token, which "default" drops again: P image tokens
-        chat_template=chat,
-        image_token=IMAGE_TOKEN,
-    )
-    return ExportedLlava(hf, tok, processor, image_id, added)
+    processor = dict(processor_class="LlavaProcessor", image_token=IMAGE_TOKEN, patch_size=int(vision_cfg.patch_size),
+                     vision_feature_select_strategy="default",
+                     num_additional_image_tokens=1)  # the CLS token, which "default" drops again: P image tokens
+    return ExportedLlava(state, portable_config(config.to_dict(), dtype), gen, tok,
+                         image_processor_config(image_processor), processor, chat, image_id, added)
+
+
+def tokenizer_config(tokenizer, chat_template: str | None = None) -> dict:
+    """``tokenizer_config.json``: ``PreTrainedTokenizerFast`` over ``tokenizer.json`` as it is, a class every
+    transformers 4.x and 5.x has (5.x's own ``TokenizersBackend`` is unknown to 4.x; ``LlamaTokenizer*``
+    would rebuild the pipeline from the vocabulary in 5.x and re-apply legacy rules)."""
+    out = {"tokenizer_class": "PreTrainedTokenizerFast", "processor_class": "LlavaProcessor",
+           "clean_up_tokenization_spaces": False, "padding_side": getattr(tokenizer, "padding_side", "right")}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        value = getattr(tokenizer, key, None)
+        if value is not None:
+            out[key] = str(value)
+    length = getattr(tokenizer, "model_max_length", None)
+    if isinstance(length, int) and length < 10**9:
+        out["model_max_length"] = length
+    if chat_template is not None:
+        out["chat_template"] = chat_template
+    return out
+
+
+def write_tokenizer(tokenizer, out_dir, chat_template: str | None = None) -> None:
+    """``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` of an exported tokenizer
+    (``hf_tokenizer``), loadable by ``AutoTokenizer`` in transformers 4.45 to 5.x."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    (out / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str(pretty=True), encoding="utf-8")
+    config = tokenizer_config(tokenizer, chat_template)
+    _write_json(out / "tokenizer_config.json", config)
+    _write_json(out / "special_tokens_map.json", {k: v for k, v in config.items() if k.endswith("_token")})
+
+
+def _write_json(path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_llava(exported: ExportedLlava, out_dir, max_shard_size: int | str = "5GB") -> None:
+    """Write ``exported`` into the existing folder ``out_dir``: what ``LlavaForConditionalGeneration`` and
+    ``AutoProcessor.from_pretrained`` read, in transformers 4.45 to 5.x alike.
+
+    ``model*.safetensors`` (+ index when sharded) under the llava-hf names, ``config.json`` (both rope
+    spellings), ``generation_config.json``, ``tokenizer.json`` + ``tokenizer_config.json`` (with the chat
+    template), ``special_tokens_map.json``, ``preprocessor_config.json``, ``processor_config.json`` and
+    ``chat_template.json`` (the processor's, in the file name every version reads).
+    """
+    from pathlib import Path
+
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    state = exported.state
+    split = split_torch_state_dict_into_shards(state, filename_pattern="model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for filename, keys in split.filename_to_tensors.items():
+        save_file({k: state[k].contiguous() for k in keys}, str(out / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        _write_json(out / "model.safetensors.index.json", {"metadata": split.metadata,
+                                                           "weight_map": split.tensor_to_filename})
+    _write_json(out / "config.json", exported.config)
+    if exported.generation_config is not None:
+        _write_json(out / "generation_config.json", exported.generation_config)
+    write_tokenizer(exported.tokenizer, out, exported.chat_template)
+    _write_json(out / "preprocessor_config.json", exported.image_processor)
+    _write_json(out / "processor_config.json", exported.processor)
+    _write_json(out / "chat_template.json", {"chat_template": exported.chat_template})

@@ -154,8 +154,10 @@ class SEAAligner(nn.Module):
 
         Returns:
             ``loss_align`` (λ·L_a, fp32 scalar with a graph) and, for logging:
-            ``align_temperature``, ``align_label_coverage`` (fraction of patches
-            with at least one label), ``align_pairs_candidates``,
+            ``align_temperature`` (inf once the temperature diverged),
+            ``align_label_coverage`` (fraction of patches with at least one
+            label), ``align_patches_nonfinite`` (patches whose dense embedding
+            held NaN/inf: they get no label), ``align_pairs_candidates``,
             ``align_pairs_invalid_word``, ``align_pairs_after_<stage>`` per sampler.
         """
         if self.word_table is None:
@@ -168,12 +170,21 @@ class SEAAligner(nn.Module):
                 f"visual has width E={visual.shape[-1]}, the word table {self.word_table.shape[1]}; "
                 "they must both be the LLM's embedding width"
             )
+        nonfinite = None
         if labels is None:
             if dense is None:
                 raise ValueError("SEAAligner needs dense embeddings (dense=...) or precomputed labels (labels=...)")
             if self.labeler is None:
                 raise ValueError("SEAAligner has no labeler to label dense embeddings; pass labels=PatchLabels")
-            labels = self.labeler.label(dense.detach())
+            dense = dense.detach()
+            labels = self.labeler.label(dense)
+            # (B, P) Bool: a patch whose embedding holds NaN/inf has no meaningful label; it gets none
+            # and is counted (align_patches_nonfinite; NonFinitePatchesHook warns in the training log).
+            nonfinite = ~torch.isfinite(dense).all(dim=-1)
+            if bool(nonfinite.any()):
+                empty = nonfinite.to(labels.words.device)[..., None]
+                labels = PatchLabels(words=labels.words.masked_fill(empty, EMPTY_WORD),
+                                     scores=labels.scores.masked_fill(empty, 0.0), grid=labels.grid)
         if not isinstance(labels, PatchLabels):
             raise ValueError(f"labels must be PatchLabels, got {type(labels).__name__}")
         b, p, _ = visual.shape
@@ -193,6 +204,7 @@ class SEAAligner(nn.Module):
         out["align_temperature"] = torch.tensor(temperature, device=device)
         coverage = (labels.words[..., 0] != EMPTY_WORD).float().mean() if labels.words.shape[-1] else 0.0
         out["align_label_coverage"] = torch.as_tensor(coverage, dtype=torch.float32, device=device)
+        out["align_patches_nonfinite"] = torch.tensor(0.0 if nonfinite is None else float(nonfinite.sum()), device=device)
         for key, value in stats.items():
             out[key] = torch.tensor(float(value), device=device)
         return out

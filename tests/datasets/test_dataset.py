@@ -21,6 +21,7 @@ from alignkit.datasets import (
     OpenCLIPImageProcessor,
     llava_collate,
 )
+from alignkit.labelers.cache import LabelCacheError, LabelCacheWriter, new_manifest, read_shard_header
 from alignkit.registry import DATASETS
 from alignkit.structures import PatchLabels
 
@@ -325,3 +326,29 @@ def test_bad_arguments(tmp_path, sp_model, good_rows, photo_dir):
         build(ann, sp_model, photo_dir).modality_lengths,
         [len(r["conversations"][0]["value"].split()) + len(r["conversations"][1]["value"].split()) for r in good_rows],
     )
+
+
+def test_a_corrupt_label_cache_stops_the_run_instead_of_skipping(tmp_path, photo_dir, sp_model, captions, good_rows):
+    """A shard with a NaN score is the cache's fault, not the sample's: counting every sample of the
+    shard as skipped would train on a silently shrunken dataset. The dataset lets the error through."""
+    ids = [row["id"] for row in good_rows]
+    g = torch.Generator().manual_seed(0)
+    labels = PatchLabels(torch.randint(0, 50, (len(ids), 4, 3), generator=g), torch.rand(len(ids), 4, 3, generator=g),
+                         (2, 2))
+    manifest = new_manifest({"backend": "open_clip", "top_n": 3}, num_words=50, grid=(2, 2), precision="float32",
+                            data={"num_no_image": 0}, shard_size=len(ids), num_images=len(ids))
+    writer = LabelCacheWriter(tmp_path / "labels", manifest)
+    writer.open()
+    shard = writer.shard(0, 0, len(ids) - 1)
+    shard.add(labels, ids)
+    writer.finish({0: shard.write()})
+    path = tmp_path / "labels" / "shards" / "shard-00000.safetensors"
+    tensors, _, start = read_shard_header(path)
+    with open(path, "r+b") as f:  # the last score of the last sample -> NaN, same file size
+        f.seek(start + tensors["scores"]["data_offsets"][1] - 2)
+        f.write(np.array(np.nan, "<f2").tobytes())
+
+    ds = build(write_json(tmp_path / "rows.json", good_rows), sp_model, photo_dir, label_cache=str(tmp_path / "labels"))
+    with pytest.raises(LabelCacheError, match=r"shard-00000\.safetensors is corrupt: scores\[2, 3, 2\]"):
+        ds[0]
+    assert ds.skip_counts() == {}

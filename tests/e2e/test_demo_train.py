@@ -61,8 +61,10 @@ def test_demo_trains_losses_finite_and_decreasing_and_writes_artifacts(tmp_path,
 
 
 def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, data_root):
+    # With the demo's validation on (here every 3 iterations, so right after the checkpoint at 3) and every
+    # default hook: the resumed run ends with the same weights, and the same adapter.safetensors bytes.
     full, cut = tmp_path / "full", tmp_path / "cut"
-    opts = ("default_hooks.checkpoint.interval=3",)
+    opts = ("default_hooks.checkpoint.interval=3", "train_cfg.val_interval=3", "train_cfg.val_begin=3")
     main(_args(full, data_root, "train_cfg.max_iters=6", *opts))
     main(_args(cut, data_root, "train_cfg.max_iters=3", *opts))  # stops at k = 3 with iter_3.pth
     main(_args(cut, data_root, "train_cfg.max_iters=6", *opts) + ["--resume", str(cut / "iter_3.pth")])
@@ -71,6 +73,8 @@ def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, data_root):
     trained = [k for k in a if k.startswith(("adapter.", "aligner."))]
     assert trained and all(torch.equal(a[k], b[k]) for k in trained)
     assert not all(torch.equal(a[k], load_checkpoint_file(str(cut / "iter_3.pth"))["state_dict"][k]) for k in trained)
+    assert "align/label_top1" in _scalars(full)[-1]  # validation ran
+    assert (full / "adapter.safetensors").read_bytes() == (cut / "adapter.safetensors").read_bytes()
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path, data_root):

@@ -14,17 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from torch import nn
 
-from alignkit.registry import ADAPTERS, DATASETS, HOOKS, MODELS
+from alignkit.registry import ADAPTERS, DATASETS, HOOKS, METRICS, MODELS
 
 SCOPE = "alignkit_test"
 TOY_MODELS = Registry("model", parent=MODELS, scope=SCOPE)
 TOY_DATASETS = Registry("dataset", parent=DATASETS, scope=SCOPE)
 TOY_HOOKS = Registry("hook", parent=HOOKS, scope=SCOPE)
+TOY_METRICS = Registry("metric", parent=METRICS, scope=SCOPE)
 
 ENGINE_TESTS = Path(__file__).resolve().parent
 
@@ -33,10 +35,12 @@ ENGINE_TESTS = Path(__file__).resolve().parent
 class ToyRegressionDataset(torch.utils.data.Dataset):
     """``num_samples`` rows ``x ~ N(0, 1)^D``, target ``y = tanh(x @ W)`` with a seeded ``W (D, E)``."""
 
-    def __init__(self, num_samples: int = 24, vision_dim: int = 4, llm_dim: int = 3, seed: int = 0):
+    def __init__(self, num_samples: int = 24, vision_dim: int = 4, llm_dim: int = 3, seed: int = 0,
+                 nan_rows: tuple = ()):
         g = torch.Generator().manual_seed(seed)
         self.inputs = torch.randn(num_samples, vision_dim, generator=g)
         self.targets = torch.tanh(self.inputs @ torch.randn(vision_dim, llm_dim, generator=g))
+        self.inputs[list(nan_rows), 0] = float("nan")  # rows a broken encoder would give
         self.metainfo = dict(name="toy regression")
 
     def __len__(self) -> int:
@@ -56,10 +60,24 @@ class ToyAdapterRegressor(BaseModel):
         self.adapter = ADAPTERS.build(adapter, default_args=dict(vision_dim=vision_dim, llm_dim=llm_dim))
 
     def forward(self, inputs, targets=None, mode: str = "tensor"):
-        out = self.adapter(self.dropout(inputs))  # (B, D) -> (B, E)
+        # Rows with NaN/inf inputs are left out and counted, under the key SEAAligner uses for its patches.
+        finite = torch.isfinite(inputs).all(dim=-1)  # (B,)
+        out = self.adapter(self.dropout(torch.where(finite[:, None], inputs, 0.0)))  # (B, D) -> (B, E)
         if mode == "loss":
-            return dict(loss_mse=((out - targets) ** 2).mean())
+            loss = ((out - targets) ** 2)[finite].mean() if finite.any() else out.sum() * 0
+            return dict(loss_mse=loss, align_patches_nonfinite=(~finite).sum().float())
         return out
+
+
+@TOY_METRICS.register_module()
+class ToyMSEMetric(BaseMetric):
+    """Mean squared error of the predictions (validation of the toy regression)."""
+
+    def process(self, data_batch, data_samples) -> None:
+        self.results.append(((torch.stack(list(data_samples)) - data_batch["targets"]) ** 2).mean().item())
+
+    def compute_metrics(self, results: list) -> dict:
+        return dict(toy_mse=sum(results) / len(results))
 
 
 class SimulatedCrash(RuntimeError):
@@ -142,13 +160,32 @@ randomness = dict(seed=1234)
 log_level = 'WARNING'
 """
 
+# Validation every `val_interval` iterations on 8 held-out rows (a DataLoader, so each run draws from the RNG).
+VALIDATION = """\
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=0,
+    dataset=dict(type='alignkit_test.ToyRegressionDataset', num_samples=8, seed=1),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
+)
+val_evaluator = dict(type='alignkit_test.ToyMSEMetric')
+val_cfg = dict(type='ValLoop')
+"""
 
-def write_config(path: Path, max_iters: int = 10, ckpt_interval: int = 4) -> Path:
-    """Write the toy config (warm-up of up to 3 iterations, then a cosine decay to ``max_iters``)."""
+
+def write_config(path: Path, max_iters: int = 10, ckpt_interval: int = 4, val_interval: int | None = None) -> Path:
+    """Write the toy config (warm-up of up to 3 iterations, then a cosine decay to ``max_iters``).
+
+    ``val_interval``: validate every that many iterations (default: never).
+    """
     if max_iters < 2:
         raise ValueError(f"max_iters must be >= 2 (warm-up, then decay), got {max_iters}")
     warmup = min(3, max_iters - 1)
-    path.write_text(CONFIG.format(max_iters=max_iters, ckpt_interval=ckpt_interval, warmup=warmup))
+    text = CONFIG.format(max_iters=max_iters, ckpt_interval=ckpt_interval, warmup=warmup)
+    if val_interval is not None:
+        text = text.replace("val_interval=10**9)", f"val_interval={val_interval}, val_begin=1)") + VALIDATION
+    path.write_text(text)
     return path
 
 

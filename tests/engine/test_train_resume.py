@@ -69,3 +69,29 @@ def test_without_rng_state_the_dropout_stream_diverges(tmp_path, uninterrupted):
     base.write_text(f"_base_ = ['./toy.py']\ncustom_hooks = [{hooks}]\n")
     resumed = _interrupted_then_resumed(tmp_path, lambda w: ["--resume"], hooks, base)
     assert any(not torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_with_validation(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("full_val")
+    config = write_config(tmp_path / "toy.py", max_iters=MAX_ITERS, ckpt_interval=CKPT_EVERY, val_interval=2)
+    runner = main([str(config), "--work-dir", str(tmp_path / "work")])
+    return weights(runner), runner.message_hub.get_scalar("val/toy_mse").current()
+
+
+def test_resumed_run_equals_uninterrupted_bitwise_with_validation_on(tmp_path, uninterrupted_with_validation):
+    # Validation every 2 iterations, so one runs right after each checkpoint: its DataLoader draws from
+    # the global RNG, which must not move the training stream (RNGStateHook forks it around validation).
+    full, full_val = uninterrupted_with_validation
+    base = write_config(tmp_path / "toy.py", max_iters=MAX_ITERS, ckpt_interval=CKPT_EVERY, val_interval=2)
+    hooks = "dict(type='RNGStateHook'), dict(type='alignkit_test.CountItersHook')"
+    resumed = _interrupted_then_resumed(tmp_path, lambda work_dir: ["--resume"], hooks, base)
+    assert resumed.keys() == full.keys()
+    for key in full:
+        assert torch.equal(resumed[key], full[key]), key
+
+
+def test_validation_does_not_move_the_training_stream(uninterrupted, uninterrupted_with_validation):
+    full, full_val = uninterrupted_with_validation
+    assert full_val > 0  # validation did run
+    assert all(torch.equal(full[k], uninterrupted[k]) for k in uninterrupted)

@@ -23,7 +23,16 @@ from PIL import Image
 from skimage import data as skdata
 
 from alignkit.cli.extract_labels import main
-from alignkit.labelers.cache import FAILURES, MANIFEST, LabelCache, read_shard_header, shard_name
+from alignkit.datasets.image_processor import OpenCLIPImageProcessor
+from alignkit.labelers.cache import (
+    FAILURES,
+    MANIFEST,
+    LabelCache,
+    LabelCacheError,
+    check_label_cache,
+    read_shard_header,
+    shard_name,
+)
 from alignkit.registry import LABELERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +51,8 @@ ROWS = [
 ]
 GOOD = [(str(i), f) for i, s, f, broken in ROWS if s is not None and broken is None]
 SHARD_SIZE = 3  # 8 image rows -> shards of rows [0,1,3] [4,5,6] [7,8]
+# 6 of the 8 images are good: below the tool's default --min-success (0.9), so the tests accept 0.75.
+ACCEPT = ("--min-success", "0.75")
 
 
 def build_dataset(root: Path) -> tuple[Path, Path]:
@@ -99,7 +110,7 @@ def setup(tiny, tmp_path_factory):
                       shard_size=SHARD_SIZE)
     config = write_config(root / "labels_tiny.py", labeler, label_data)
     out = root / "reference"
-    assert main([config, "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert main([config, "--out", str(out), "--device", "cpu", "--no-progress", *ACCEPT]) == 0
     return dict(root=root, ann=ann, folder=folder, words=words, labeler=labeler, label_data=label_data,
                 config=config, out=out)
 
@@ -109,7 +120,7 @@ def build_labeler(cfg: dict, **overrides):
 
 
 def run(config, out, *extra) -> int:
-    return main([config, "--out", str(out), "--device", "cpu", "--no-progress", *extra])
+    return main([config, "--out", str(out), "--device", "cpu", "--no-progress", *ACCEPT, *extra])
 
 
 # --- the cache it writes ---------------------------------------------------------
@@ -201,9 +212,53 @@ def test_progress_bar_on_a_tty(setup, tmp_path, capsys, monkeypatch):
     assert run(setup["config"], tmp_path / "a") == 0
     err = capsys.readouterr().err.replace("--no-progress", "")
     assert "img/s" not in err  # --no-progress (passed by run()) wins over the tty
-    assert main([setup["config"], "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert main([setup["config"], "--out", str(tmp_path / "b"), "--device", "cpu", *ACCEPT]) == 0
     err = capsys.readouterr().err
     assert re.search(r"labels: 100%.*8/8.*img/s", err), err
+
+
+def test_progress_lines_in_logs_have_a_timestamp_rate_and_eta(setup, tmp_path, capsys):
+    assert run(setup["config"], tmp_path / "out", "--log-interval", "0") == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "images/s" in x]
+    line = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ extract_labels: \[rank 0\] (shard (\d)/3: \d labelled, \d failed; )?"
+                      r"(\d)/8 images \(\d+\.\d%\), \d+\.\d images/s, elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d")
+    matches = [line.fullmatch(x) for x in lines]
+    assert all(matches), lines
+    # --log-interval 0: a line after each of the 5 batches (2+1 | 2+1 | 2 images), and one per shard
+    assert [m.group(3) for m in matches if m.group(1) is None] == ["2", "3", "5", "6", "8"]
+    assert [(m.group(2), m.group(3)) for m in matches if m.group(1)] == [("1", "3"), ("2", "6"), ("3", "8")]
+
+
+def test_default_min_success_rejects_and_a_rerun_accepting_it_reuses_every_shard(setup, tmp_path, capsys):
+    out = tmp_path / "strict"
+    # 6 of 8 images labelled < the default 0.9
+    assert main([setup["config"], "--out", str(out), "--device", "cpu", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "REJECTED" in captured.out
+    assert "error: only 6 of 8 images were labelled (75.0%), fewer than --min-success 0.9" in captured.err
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["complete"] is False and "only 6 of 8" in m["rejected"]
+    with pytest.raises(LabelCacheError, match="rejected by extract_labels: only 6 of 8"):
+        LabelCache(out)
+    assert run(setup["config"], out) == 0  # --min-success 0.75
+    assert "(0 written now, 3 reused)" in capsys.readouterr().out
+    assert tree_bytes(out) == tree_bytes(setup["out"])
+
+
+def test_every_image_failing_exits_1(setup, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    config = _config_with(setup, tmp_path, image_folder=str(tmp_path / "empty"))
+    assert run(config, tmp_path / "out", "--min-success", "0.01") == 1
+    assert "only 0 of 8 images were labelled (0.0%)" in capsys.readouterr().err
+    with pytest.raises(LabelCacheError, match="rejected"):
+        LabelCache(tmp_path / "out")
+
+
+@pytest.mark.parametrize("rows", [[], [{"id": "text", "conversations": []}]])
+def test_nothing_to_label_is_an_error_and_writes_nothing(setup, tmp_path, rows):
+    with pytest.raises(ValueError, match=rf"nothing to label: {len(rows)} row\(s\), {len(rows)} of them without an image"):
+        run(_config_with(setup, tmp_path, rows), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # --- resume -----------------------------------------------------------------------
@@ -278,6 +333,81 @@ def test_mismatched_labeler_is_refused_naming_the_field(setup, tiny, tmp_path, o
     LabelCache(setup["out"]).check(build_labeler(setup["labeler"]))  # the matching one passes
 
 
+# --- the cache against the model and the images it feeds --------------------------
+def test_the_model_it_was_made_for_passes(setup, tiny):
+    labeler = build_labeler(setup["labeler"])
+    cache = LabelCache(setup["out"])
+    # The tiny ViT's open_clip defaults: 32 px, OpenAI mean/std, shortest-side bicubic resize, centre crop.
+    processor = OpenCLIPImageProcessor(image_size=32)
+    check_label_cache(cache, labeler=labeler, words=labeler.words, grid=(4, 4), image_processor=processor)
+    check_label_cache(cache, words=list(tiny.words), grid=(4, 4))  # labels only from the cache: its word list
+
+
+def _other_words(tiny, tmp_path, words):
+    path = tmp_path / "other.txt"
+    path.write_text("\n".join(words) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["replaced_word", "larger_V", "top_n", "words_only", "grid", "pad_to_square",
+                                  "interpolation", "image_size", "backend"])
+def test_each_mismatch_is_refused_naming_the_field_and_both_values(setup, tiny, tmp_path, case):
+    cache = LabelCache(setup["out"])
+    consumer, expect = {}, []
+    if case == "replaced_word":  # same V: without the check it trains on wrong words silently
+        labeler = build_labeler(setup["labeler"], word_list=_other_words(tiny, tmp_path, tiny.words[:-1] + ["zebra"]))
+        consumer = dict(labeler=labeler, words=labeler.words)
+        expect = [r"labeler\.word_list_sha256: cache has '[0-9a-f]{64}', model's labeler has '[0-9a-f]{64}'"]
+    elif case == "larger_V":  # ids would index a different row; a smaller table would raise IndexError
+        labeler = build_labeler(setup["labeler"], word_list=_other_words(tiny, tmp_path, tiny.words + ["zebra"]))
+        consumer = dict(labeler=labeler, words=labeler.words)
+        expect = ["labeler.num_words: cache has 20, model's labeler has 21",
+                  "layout.num_words: cache has 20, model's word table has 21"]
+    elif case == "top_n":
+        consumer = dict(labeler=build_labeler(setup["labeler"], top_n=2))
+        expect = ["labeler.top_n: cache has 3, model's labeler has 2"]
+    elif case == "words_only":
+        consumer = dict(words=tiny.words[:-1] + ["zebra"])
+        expect = [r"labeler\.word_list_sha256: cache has '[0-9a-f]{64}', model's word list has '[0-9a-f]{64}'"]
+    elif case == "grid":
+        consumer = dict(grid=(2, 2))
+        expect = [r"layout\.grid: cache has \[4, 4\], model's vision encoder has \[2, 2\]"]
+    elif case in ("pad_to_square", "interpolation", "image_size"):
+        value = {"pad_to_square": True, "interpolation": "bilinear", "image_size": 48}[case]
+        consumer = dict(image_processor=OpenCLIPImageProcessor(**{"image_size": 32, case: value}))
+        expect = {"pad_to_square": ["transform.pad_to_square: cache has False, dataset's image_processor has True"],
+                  "interpolation": ["transform.interpolation: cache has 'bicubic', dataset's image_processor has "
+                                    "'bilinear'"],
+                  "image_size": [r"transform\.image_size: cache has \[32, 32\], dataset's image_processor has "
+                                 r"\[48, 48\]"]}[case]
+    elif case == "backend":  # the same weights through another library's tower need not label alike
+        copy = tmp_path / "cache"
+        shutil.copytree(setup["out"], copy)
+        m = json.loads((copy / MANIFEST).read_text())
+        m["labeler"]["backend"] = "transformers"
+        (copy / MANIFEST).write_text(json.dumps(m))
+        cache, consumer = LabelCache(copy), dict(labeler=build_labeler(setup["labeler"]))
+        expect = ["labeler.backend: cache has 'transformers', model's labeler has 'open_clip'"]
+    with pytest.raises(LabelCacheError, match=r"does not match the model, refusing to use its labels") as err:
+        check_label_cache(cache, **consumer)
+    for pattern in expect:
+        assert re.search(pattern if "\\" in pattern else re.escape(pattern), str(err.value)), (pattern, str(err.value))
+
+
+def test_a_cache_from_before_backends_reads_as_open_clip(setup, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(setup["out"], copy)
+    m = json.loads((copy / MANIFEST).read_text())
+    del m["labeler"]["backend"]
+    (copy / MANIFEST).write_text(json.dumps(m))
+    check_label_cache(LabelCache(copy), labeler=build_labeler(setup["labeler"]))
+
+
+def test_an_image_processor_that_cannot_describe_itself_is_refused(setup):
+    with pytest.raises(LabelCacheError, match=r"image_processor function has no fingerprint\(\)"):
+        check_label_cache(LabelCache(setup["out"]), image_processor=lambda image: image)
+
+
 # --- bad input --------------------------------------------------------------------
 def _config_with(setup, tmp_path, rows=None, **label_data):
     ann = setup["ann"]
@@ -331,7 +461,7 @@ def test_two_ranks_write_what_one_writes(setup, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(REPO / "tools" / "extract_labels.py"), setup["config"], "--out", str(out), "--device", "cpu",
-           "--no-progress"]
+           "--no-progress", *ACCEPT]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr

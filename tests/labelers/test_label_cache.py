@@ -22,6 +22,7 @@ from alignkit.labelers.cache import (
     MANIFEST,
     SHARD_DIR,
     LabelCache,
+    LabelCacheError,
     decode_words,
     diff_fields,
     encode_scores,
@@ -37,6 +38,7 @@ from alignkit.labelers.cache import (
 from alignkit.structures import PatchLabels
 
 FINGERPRINT = {
+    "backend": "open_clip",
     "model_name": "tiny",
     "pretrained": "sha256:abc",
     "word_list": {"sha256": "def", "size": 7},
@@ -326,3 +328,42 @@ def test_cache_reads_in_forked_dataloader_workers(tmp_path):
     loader = torch.utils.data.DataLoader(DS(), batch_size=3, num_workers=2,
                                          multiprocessing_context="fork")
     assert torch.equal(torch.cat(list(loader)), labels.words)
+
+
+# --- corrupt values in a shard of the right size ---------------------------------------
+def _poke(path, field, flat_index, value: np.ndarray) -> None:
+    """Overwrite element ``flat_index`` of ``field`` in a shard file in place (same size, valid header)."""
+    tensors, _, start = read_shard_header(path)
+    offset = start + tensors[field]["data_offsets"][0] + flat_index * value.itemsize
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(value.tobytes())
+
+
+@pytest.mark.parametrize(
+    "num_words, field, value, shown",
+    [
+        (50, "words", np.array(50, "<u2"), "50"),  # = V: one past the word table
+        (50, "words", np.array(65534, "<u2"), "65534"),  # a flipped high byte
+        (70_000, "words", np.array(-2, "<i4"), "-2"),  # int32 ids: below the empty slot -1
+        (70_000, "words", np.array(70_000, "<i4"), "70000"),
+        (50, "scores", np.array(np.nan, "<f2"), "nan"),
+        (50, "scores", np.array(-np.inf, "<f2"), "-inf"),
+    ],
+)
+def test_a_corrupt_value_is_named_on_the_shards_first_read(tmp_path, num_words, field, value, shown):
+    grid, k = (2, 3), 2
+    labels = random_labels(5, grid, k, num_words, seed=3)
+    ids = [f"s{i}" for i in range(5)]
+    make_cache(tmp_path, labels, ids, shard_size=2, num_words=num_words)  # shards: s0 s1 | s2 s3 | s4
+    # sample s3 = row 1 of shard 1, patch 4, slot 1
+    _poke(tmp_path / shard_name(1), field, (1 * 6 + 4) * k + 1, value)
+    cache = LabelCache(tmp_path)  # sizes, headers and run keys are all fine: opening cannot tell
+    assert torch.equal(cache.get_batch(["s0", "s4"]).words, labels.words[[0, 4]])  # other shards read fine
+    with pytest.raises(LabelCacheError) as err:
+        cache["s2"]  # a good sample of the bad shard: the shard is checked as a whole, once
+    msg = str(err.value)
+    assert "shard-00001.safetensors is corrupt" in msg
+    assert f"{field}[1, 4, 1] (sample 's3', patch 4, slot 1) is {shown}" in msg
+    with pytest.raises(LabelCacheError, match="shard-00001"):
+        LabelCache(tmp_path, verify=True)  # and the checksum disagrees too

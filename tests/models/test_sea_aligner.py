@@ -160,3 +160,64 @@ def test_labels_from_the_encoders_dense_output_share_one_tower():
     a = aligner(visual, dense=dense, generator=torch.Generator().manual_seed(4))
     b = aligner(visual, labels=labeler.label(dense), generator=torch.Generator().manual_seed(4))
     assert a["loss_align"].item() == b["loss_align"].item()
+
+
+@pytest.fixture(scope="module")
+def demo_labeler_aligner():
+    from alignkit.labelers import CLIPTopNLabeler
+
+    labeler = CLIPTopNLabeler("alignkit-demo-vit", None, word_list=[w for w in WORDS if w], top_n=3, device="cpu")
+    aligner = SEAAligner(labeler=labeler, samplers=[dict(type="SimilarityWeightedSampler")])
+    tok = byte_level_bpe_tokenizer()
+    aligner.build_word_table(tok, random_embedding(len(tok), E, seed=1))
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return labeler, aligner, labeler.encode_patches(images)  # dense (2, 64, C)
+
+
+def test_patches_with_non_finite_dense_embeddings_get_no_label_and_are_counted(demo_labeler_aligner):
+    labeler, aligner, dense = demo_labeler_aligner
+    broken = dense.clone()
+    broken[0, 5, 3] = float("nan")
+    broken[1, 10, 0] = float("inf")
+    # Expected: the clean labels, with those two patches emptied (rows are labelled independently).
+    clean = labeler.label(dense)
+    words, scores = clean.words.clone(), clean.scores.clone()
+    for b, p in [(0, 5), (1, 10)]:
+        words[b, p], scores[b, p] = -1, 0.0
+    expected = PatchLabels(words=words, scores=scores, grid=clean.grid)
+    visual = torch.randn(2, 64, E, generator=torch.Generator().manual_seed(1))
+    out = aligner(visual, dense=broken, generator=torch.Generator().manual_seed(4))
+    ref = aligner(visual, labels=expected, generator=torch.Generator().manual_seed(4))
+    assert out["align_patches_nonfinite"].item() == 2
+    assert out["loss_align"].item() == ref["loss_align"].item() and torch.isfinite(out["loss_align"])
+    assert out["align_label_coverage"].item() == pytest.approx((expected.words[..., 0] != -1).float().mean().item())
+    assert aligner(visual, dense=dense)["align_patches_nonfinite"].item() == 0
+
+
+def test_all_non_finite_dense_embeddings_give_zero_loss_and_say_so(demo_labeler_aligner):
+    _, aligner, dense = demo_labeler_aligner
+    visual = torch.randn(2, 64, E, requires_grad=True)
+    out = aligner(visual, dense=torch.full_like(dense, float("nan")))
+    assert out["loss_align"].item() == 0.0 and out["loss_align"].requires_grad
+    assert out["align_patches_nonfinite"].item() == 2 * 64  # the counter NonFinitePatchesHook warns about
+    assert out["align_label_coverage"].item() == 0.0
+
+
+def test_a_diverged_temperature_is_logged_as_inf_not_an_overflow():
+    aligner = make_aligner(init_logit_scale=0.0)
+    with torch.no_grad():
+        aligner.loss.logit_scale.fill_(-1000.0)  # tau = e^1000: math.exp overflows a float
+    assert aligner.loss.temperature == math.inf
+    assert "tau=inf" in repr(aligner.loss)
+    out = aligner(torch.randn(2, 16, E), labels=make_labels(0))
+    assert out["align_temperature"].item() == math.inf
+    assert torch.isfinite(out["loss_align"])  # s = e^-1000 = 0: every logit 0, the loss is ln N per side
+
+
+def test_a_nan_temperature_is_named_by_the_loss_finite_check():
+    aligner = make_aligner()
+    with torch.no_grad():
+        aligner.loss.logit_scale.fill_(float("nan"))
+    assert math.isnan(aligner.loss.temperature)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        aligner(torch.randn(2, 16, E), labels=make_labels(0))

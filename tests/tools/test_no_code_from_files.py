@@ -11,12 +11,15 @@ naming the checkpoint and the reason. ``tools/chat.py``, ``export_hf.py`` and
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from alignkit.cli.chat import main as chat
+from alignkit.cli.convert_checkpoint import main as convert
 from alignkit.cli.export_hf import main as export_hf
 from alignkit.cli.visualize_alignment import main as visualize
 from alignkit.engine.model_description import META_KEY, UntrustedDescriptionError
@@ -139,3 +142,27 @@ def test_a_config_the_user_names_is_used_as_it_is(tmp_path, demo_checkpoint, dem
     config = Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs" / "demo_tiny.py"
     cfg, source = resolve(str(config), demo_checkpoint["ckpt"])
     assert source.config == str(config) and cfg.filename == str(config)
+
+
+class _WritesMarker:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pickle code ran')",)
+
+
+@pytest.mark.parametrize("tool", [*TOOLS, "convert_checkpoint"])
+def test_a_pickle_payload_is_refused_by_every_tool(tmp_path, marker, tool):
+    ckpt = tmp_path / "iter_2.pth"
+    torch.save(dict(state_dict={"adapter.layers.0.weight": torch.zeros(2, 2)}, meta=dict(x=_WritesMarker(marker))), ckpt)
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8)).save(image)
+    calls = {
+        "chat": lambda: chat([str(ckpt), "--image", str(image)]),
+        "export_hf": lambda: export_hf([str(ckpt), str(tmp_path / "export")]),
+        "visualize_alignment": lambda: visualize([str(ckpt), str(image), "--out", str(tmp_path / "fig")]),
+        "convert_checkpoint": lambda: convert([str(ckpt), str(tmp_path / "mm_projector.bin")]),
+    }
+    with pytest.raises(pickle.UnpicklingError, match=r"iter_2\.pth holds objects that a weights_only load refuses.*exec"):
+        calls[tool]()

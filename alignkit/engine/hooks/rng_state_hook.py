@@ -9,8 +9,14 @@ continues the same random stream.
 
 The state is taken when the checkpoint is written, so it is exact when nothing
 between that moment and the next training step draws from the main process's
-generators; with ``num_workers > 0`` data transforms draw in the workers, whose
-seeds mmengine already derives from the run's seed.
+generators. Validation does draw (creating a DataLoader iterator takes a seed
+from the global torch generator; a metric or model may draw more), and it runs
+right after a checkpoint: so the hook runs the validation loop on a fork of
+every generator (torch CPU and accelerator, numpy, Python), put back when the
+loop ends. Training then draws the same numbers whether or not, and however
+often, it validates, and a resumed run continues the uninterrupted run's
+stream bitwise. With ``num_workers > 0`` data transforms draw in the workers,
+whose seeds mmengine already derives from the run's seed.
 
 Several processes: only the process that writes the checkpoint (rank 0) is
 saved. With ``randomness.diff_rank_seed=False`` (the default) every rank seeds
@@ -20,6 +26,8 @@ seeds (logged), since giving them rank 0's stream would make the ranks draw alik
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import random
 
@@ -56,9 +64,34 @@ def _set_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu())
 
 
+@contextlib.contextmanager
+def forked_rng():
+    """Run the block on the generators' current state, then put that state back (torch, accelerator, numpy, Python)."""
+    state = _get_state()
+    try:
+        yield
+    finally:
+        _set_state(state)
+
+
+def _fork_loop(loop) -> None:
+    """Make ``loop.run`` run under :func:`forked_rng` (once; the loop object is the Runner's)."""
+    if loop is None or getattr(loop.run, "_alignkit_forked_rng", False):
+        return
+    run = loop.run
+
+    @functools.wraps(run)
+    def run_forked(*args, **kwargs):
+        with forked_rng():
+            return run(*args, **kwargs)
+
+    run_forked._alignkit_forked_rng = True
+    loop.run = run_forked
+
+
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Save the generators' state in each checkpoint and restore it when a resumed run starts.
+    """Save the generators' state in each checkpoint, restore it when a resumed run starts, fork it for validation.
 
     Add it to a config with ``custom_hooks = [dict(type='RNGStateHook')]``.
     Checkpoints without the state (older ones) resume as mmengine does, from the seed.
@@ -79,6 +112,8 @@ class RNGStateHook(Hook):
         self._loaded = checkpoint.get(_KEY)
 
     def before_train(self, runner) -> None:
+        # Runner.train builds its validation loop before the hooks run: validation never moves the training stream.
+        _fork_loop(runner.val_loop)
         state, self._loaded = self._loaded, None
         if state is None:
             return

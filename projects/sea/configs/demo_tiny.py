@@ -43,5 +43,5 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10, val_begin=10)
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=20))
 custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'), dict(type='SkippedSamplesHook'),
-                dict(type='DemoReportHook')]
+                dict(type='NonFinitePatchesHook'), dict(type='DemoReportHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

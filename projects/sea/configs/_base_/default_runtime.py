@@ -13,6 +13,8 @@ custom_hooks = [
     dict(type='AdapterArtifactHook'),  # <work_dir>/adapter.safetensors: the stage-1 artifact
     dict(type='RNGStateHook'),  # resumed runs draw the same SEA samples as uninterrupted ones
     dict(type='SkippedSamplesHook'),  # skipped/truncated samples counted per reason in the log
+    dict(type='LabelCacheCheckHook'),  # a label cache must match the model and transform before step 1
+    dict(type='NonFinitePatchesHook'),  # a warning when patches had NaN/inf dense embeddings (no label)
 ]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))

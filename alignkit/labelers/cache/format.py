@@ -1,8 +1,9 @@
-"""The offline label cache: its on-disk format and ``LabelCache``, the reader.
+"""The label cache's on-disk format: layout, encodings, shard files and the manifest.
 
 ``tools/extract_labels.py`` runs a labeler once over a LLaVA-format dataset and
-writes what it produced here; training then reads ``PatchLabels`` by sample id
-instead of running the labeler's encoder on every step.
+writes what it produced (``writer.LabelCacheWriter``); training then reads
+``PatchLabels`` by sample id (``reader.LabelCache``) instead of running the
+labeler's encoder on every step. This module is what both agree on.
 
 Layout of a cache directory::
 
@@ -22,14 +23,12 @@ file (file order; failed images left out):
 - metadata key ``alignkit``: a JSON string with the run key, the shard index, the
   JSON-row range, the sample ids in order, and the failures of that shard.
 
-The manifest records the labeler's ``fingerprint()`` (encoder, weights, word list,
-prompt, transform, top-n, ...), the precision, the annotation file's sha256, the
-layout (shard size, grid, K, V, dtypes) and, once the run is complete, the
-sha256 and byte size of every shard. ``LabelCache`` refuses a cache whose
-fingerprint differs from the labeler it is used with, naming the field.
+The manifest records the labeler's ``fingerprint()`` (backend, encoder, weights,
+word list, prompt, transform, top-n, ...), the precision, the annotation file's
+sha256, the layout (shard size, grid, K, V, dtypes) and, once the run is
+complete, the sha256 and byte size of every shard.
 
-Everything here is pure Python / numpy / torch: shards are read through
-``np.memmap``, so a random sample id costs one small read, not a shard load.
+Everything here is pure Python / numpy / torch.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.structures import EMPTY_WORD
 
 FORMAT_NAME = "alignkit-label-cache"
 FORMAT_VERSION = 1
@@ -56,13 +55,21 @@ UINT16_EMPTY = np.iinfo(np.uint16).max  # 65535: the empty slot in uint16 shards
 
 # Manifest entries that describe the result of a run, not what it was asked to do;
 # they are left out when a restarted run is compared with the one it resumes.
-_RESULT_KEYS = ("complete", "shards", "summary")
+_RESULT_KEYS = ("complete", "shards", "summary", "rejected")
 # Where the inputs were found, recorded for the reader but not compared: moving a
 # dataset does not change it (its content is pinned by data.ann_sha256).
 _LOCATION_KEYS = ("ann_file", "image_folder")
 
 _ST_DTYPES = {"U16": np.dtype("<u2"), "I32": np.dtype("<i4"), "F16": np.dtype("<f2")}
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+class LabelCacheError(ValueError):
+    """A label cache that cannot be used as it is: named file, field and value.
+
+    Never a per-sample problem: a dataset must let it stop the run rather than
+    count it as a skipped sample (every sample of the shard would be "skipped").
+    """
 
 
 # --- word ids ----------------------------------------------------------------
@@ -298,179 +305,44 @@ def read_manifest(root: str | os.PathLike) -> dict:
         raise ValueError(
             f"{path} has format version {manifest.get('version')!r}; this alignkit reads version {FORMAT_VERSION}"
         )
+    labeler = manifest.get("labeler")
+    if isinstance(labeler, dict) and "backend" not in labeler:
+        # Caches written before fingerprints named their backend all came from open_clip.
+        labeler["backend"] = "open_clip"
     return manifest
 
 
-# --- the reader --------------------------------------------------------------
-class LabelCache:
-    """``PatchLabels`` by sample id, from a directory written by ``tools/extract_labels.py``.
+# --- image transforms ----------------------------------------------------------
+TRANSFORM_KEYS = ("image_size", "mean", "std", "resize_mode", "interpolation", "pad_to_square")
 
-    Args:
-        root: the cache directory (``--out`` of the tool).
-        expect: a labeler ``fingerprint()`` the cache must have been made with;
-            any differing field raises ``ValueError`` naming it. ``None`` skips
-            the check (call ``check(labeler)`` later).
-        verify: also check every shard's sha256 against the manifest now. Opening
-            always checks each shard's size and run key (cheap); the full hash
-            reads every byte, so it is opt-in (or call ``verify()``).
 
-    ``cache[sample_id]`` is a ``PatchLabels`` with B = 1; ``cache.get_batch(ids)``
-    stacks several (in the order given). Ids are compared as strings (the LLaVA
-    JSON ``id`` passed through ``str``). An id whose image failed raises
-    ``KeyError`` saying it is listed in ``failures.jsonl``.
+def transform_spec(desc: Mapping) -> dict:
+    """One comparable description of an image transform (what changes which pixel a patch sees).
 
-    Open the cache before forking DataLoader workers or inside them, both work:
-    memory maps are (re)opened per process.
+    Accepts an image processor's ``fingerprint()`` (``image_size``, ``mean``,
+    ``std``, ``resize_mode``, ``interpolation``, ``pad_to_square``) and the
+    ``transform`` entry of a labeler fingerprint (open_clip's preprocess config:
+    ``size``, ``mean``, ``std``, ``interpolation``, ``resize_mode``, ...; a
+    labeler's transform never pads to a square). Keys missing from ``desc`` show
+    as ``'<missing>'``, so two incomplete descriptions never compare equal by accident.
     """
+    desc = dict(desc)
+    if "image_size" not in desc and "size" in desc:
+        desc["image_size"] = desc["size"]
+        desc.setdefault("pad_to_square", False)
+    size = desc.get("image_size", "<missing>")
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = [int(size), int(size)]
+    elif isinstance(size, (list, tuple)):
+        size = [int(v) for v in size]
+    out = {"image_size": size}
+    for key in TRANSFORM_KEYS[1:]:
+        value = desc.get(key, "<missing>")
+        if key in ("mean", "std") and isinstance(value, (list, tuple)):
+            value = [float(v) for v in value]
+        elif key == "pad_to_square" and value != "<missing>":
+            value = bool(value)
+        out[key] = value
+    return out
 
-    def __init__(self, root: str | os.PathLike, expect: Mapping | None = None, verify: bool = False) -> None:
-        self.root = Path(root)
-        self.manifest = read_manifest(self.root)
-        if not self.manifest.get("complete"):
-            raise ValueError(
-                f"label cache {self.root} is incomplete (its extraction was interrupted); "
-                "run the same extract_labels command again to finish it"
-            )
-        layout = self.manifest["layout"]
-        self.grid: tuple[int, int] = tuple(layout["grid"])
-        self.top_n: int = int(layout["top_n"])
-        self.num_words: int = int(layout["num_words"])
-        self._word_dtype = np.dtype(layout["word_dtype"]).newbyteorder("<")
-        if expect is not None:
-            self._check_fingerprint(expect)
 
-        key = self.manifest["run_key"]
-        self._shards: list[dict] = self.manifest["shards"]
-        self._entries: list[tuple[Path, dict, int]] = []
-        ids: list[str] = []
-        shard_of: list[np.ndarray] = []
-        self.failures: dict[str, dict] = {}
-        for s, rec in enumerate(self._shards):
-            path = self.root / rec["file"]
-            if not path.is_file():
-                raise FileNotFoundError(f"label cache {self.root}: shard {rec['file']} is missing")
-            size = path.stat().st_size
-            if size != rec["bytes"]:
-                raise ValueError(
-                    f"label cache {self.root}: shard {rec['file']} has {size} bytes, the manifest says "
-                    f"{rec['bytes']} (corrupt or truncated; delete it and rerun extract_labels to rebuild it)"
-                )
-            tensors, meta, start = read_shard_header(path)
-            if meta.get("run_key") != key:
-                raise ValueError(f"label cache {self.root}: shard {rec['file']} was written by a different run")
-            if tensors["words"]["dtype"] != _ST_NAMES[self._word_dtype] or tensors["words"]["shape"][1:] != [
-                self.grid[0] * self.grid[1],
-                self.top_n,
-            ]:
-                raise ValueError(f"label cache {self.root}: shard {rec['file']} does not match the manifest's layout")
-            self._entries.append((path, tensors, start))
-            ids.extend(meta["ids"])
-            shard_of.append(np.full(len(meta["ids"]), s, dtype=np.int32))
-            for fail in meta["failures"]:
-                self.failures[str(fail["id"])] = fail
-        if verify:
-            self.verify()
-
-        # Sorted numpy arrays instead of a dict: ~20 MB for LLaVA-Pretrain, shared
-        # copy-on-write by forked DataLoader workers without refcount churn.
-        all_ids = np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
-        shard_idx = np.concatenate(shard_of) if shard_of else np.zeros(0, np.int32)
-        pos = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shard_of]) if shard_of else shard_idx
-        order = np.argsort(all_ids, kind="stable")
-        self._ids = all_ids[order]
-        self._shard_idx = shard_idx[order]
-        self._pos = pos[order]
-        if len(self._ids) > 1 and bool((self._ids[1:] == self._ids[:-1]).any()):
-            dup = self._ids[1:][self._ids[1:] == self._ids[:-1]][0]
-            raise ValueError(f"label cache {self.root}: sample id {dup!r} appears in more than one shard")
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._pid = os.getpid()
-
-    # -- checks ---------------------------------------------------------------
-    def _check_fingerprint(self, expect: Mapping) -> None:
-        diffs = diff_fields(self.manifest["labeler"], expect)
-        if diffs:
-            raise ValueError(
-                f"label cache {self.root} was made by a different labeler/transform; differing field(s): "
-                + format_diff(diffs, "cache has", "labeler has")
-            )
-
-    def check(self, labeler) -> "LabelCache":
-        """Raise ``ValueError`` naming each field where ``labeler.fingerprint()`` differs."""
-        self._check_fingerprint(labeler.fingerprint())
-        return self
-
-    def verify(self) -> "LabelCache":
-        """Hash every shard; ``ValueError`` naming the first whose sha256 differs from the manifest."""
-        for rec in self._shards:
-            digest = sha256_file(self.root / rec["file"])
-            if digest != rec["sha256"]:
-                raise ValueError(
-                    f"label cache {self.root}: shard {rec['file']} is corrupt: sha256 {digest} != manifest "
-                    f"{rec['sha256']} (delete it and rerun extract_labels with the same command to rebuild it)"
-                )
-        return self
-
-    # -- reading --------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, sample_id) -> bool:
-        i = np.searchsorted(self._ids, str(sample_id))
-        return bool(i < len(self._ids) and self._ids[i] == str(sample_id))
-
-    @property
-    def ids(self) -> list[str]:
-        """All labelled sample ids (sorted as strings)."""
-        return self._ids.tolist()
-
-    def _arrays(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        if os.getpid() != self._pid:  # a forked worker: map the files anew
-            self._maps, self._pid = {}, os.getpid()
-        if s not in self._maps:
-            path, tensors, start = self._entries[s]
-            self._maps[s] = (_memmap(path, tensors["words"], start), _memmap(path, tensors["scores"], start))
-        return self._maps[s]
-
-    def _locate(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        q = np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
-        i = np.searchsorted(self._ids, q)
-        found = i < len(self._ids)
-        found[found] = self._ids[i[found]] == q[found]
-        if not found.all():
-            sid = ids[int(np.flatnonzero(~found)[0])]
-            if sid in self.failures:
-                f = self.failures[sid]
-                raise KeyError(
-                    f"sample id {sid!r} has no labels: its image failed during extraction and is listed in "
-                    f"{self.root / FAILURES} ({f['path']}: {f['reason']})"
-                )
-            raise KeyError(f"sample id {sid!r} is not in the label cache {self.root} ({len(self)} labelled samples)")
-        return self._shard_idx[i], self._pos[i]
-
-    def get_batch(self, ids) -> PatchLabels:
-        """``PatchLabels`` (B = len(ids)) in the order of ``ids``; words Long, scores float32."""
-        ids = [str(x) for x in ids]
-        if not ids:
-            raise ValueError("get_batch needs at least one sample id, got an empty list")
-        shard, pos = self._locate(ids)
-        p, k = self.grid[0] * self.grid[1], self.top_n
-        words = np.empty((len(ids), p, k), dtype=self._word_dtype)
-        scores = np.empty((len(ids), p, k), dtype=np.float16)
-        # One fancy-index read per shard touched, not one per sample.
-        for s in np.unique(shard):
-            rows = np.flatnonzero(shard == s)
-            w, sc = self._arrays(int(s))
-            words[rows] = w[pos[rows]]
-            scores[rows] = sc[pos[rows]]
-        return PatchLabels(decode_words(words), torch.from_numpy(scores.astype(np.float32)), self.grid)
-
-    def __getitem__(self, sample_id) -> PatchLabels:
-        return self.get_batch([sample_id])
-
-    def __repr__(self) -> str:
-        fp = self.manifest["labeler"]
-        return (
-            f"LabelCache({str(self.root)!r}, samples={len(self)}, failed={len(self.failures)}, "
-            f"grid={self.grid}, top_n={self.top_n}, num_words={self.num_words}, model={fp.get('model_name')!r})"
-        )
