@@ -66,12 +66,12 @@ no-op where it is not needed, and says below why it exists:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import importlib.metadata
 import importlib.util
 import logging
-import contextlib
 import os
 import pickle
 import urllib.parse
@@ -83,6 +83,7 @@ from mmengine.device import get_device
 from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.utils import digit_version
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
