@@ -198,7 +198,8 @@ def image_rows_of_config(cfg: Config):
         for i in range(len(dataset)):
             info = dataset.get_data_info(i)
             if info.get("image") is not None:
-                rows.append(ImageRow(i, info["sample_id"], info["image"], str(Path(dataset.image_folder) / info["image"])))
+                folder = dataset.image_folders[info.get("source", 0)]  # each annotation file has its own
+                rows.append(ImageRow(i, info["sample_id"], info["image"], str(Path(folder) / info["image"])))
     # An image on several rows counts once per row, as in a label cache and in training.
     return rows
 

@@ -21,18 +21,17 @@ from collections.abc import Sequence
 import torch
 from mmengine.config import DictAction
 
+from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
+
 
 def read_image(path: str):
-    """The image at ``path`` as RGB; ValueError naming the path if it is missing or cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise ValueError(f"--image {path!r} does not exist")
+    """The image at ``path`` as RGB (``open_image``); ValueError naming the path if it is missing or unreadable."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"--image {path!r} cannot be read as an image: {type(err).__name__}: {err}") from None
+        return open_image(path)
+    except ImageNotFound:
+        raise ValueError(f"--image {path!r} does not exist") from None
+    except ImageError as err:
+        raise ValueError(f"--image {path!r} cannot be read as an image: {err.detail}") from None
 
 
 def prompt_ids(tokenizer, template, question: str) -> torch.Tensor:

@@ -17,6 +17,19 @@ the command line, applies the mmengine compatibility fixes
   dataset's label cache must match the model before the first step).
 - ``--launcher none|pytorch|slurm``: ``pytorch`` under ``torch.distributed.run``
   (on CPUs too, with gloo), ``slurm`` under ``srun``.
+- ``--vis tensorboard [wandb]``: log scalars to TensorBoard / Weights & Biases as
+  well as to ``<work_dir>/<time>/vis_data/scalars.json`` (always kept: it is what
+  ``tools/analyze_logs.py`` plots). Needs ``pip install alignkit[tensorboard]`` / ``[wandb]``.
+- ``--no-validate``: no validation loop, whatever the config says.
+- ``--amp``: mixed precision through mmengine's ``AmpOptimWrapper`` (on a CPU the
+  compatibility layer falls back to ``OptimWrapper``; the model's own autocast still runs).
+- ``--auto-scale-lr``: keep the preset when the real global batch differs from the
+  one the schedule was written for (``auto_scale_lr.base_batch_size``, 256 for stage 1,
+  128 for stage 2). With r = real / base, where real = world size × per-device
+  batch × gradient-accumulation steps: every learning rate × r (the linear scaling
+  rule, as mmengine's ``auto_scale_lr``), and an iteration-based schedule's
+  ``max_iters`` and its schedulers' ``begin``/``end`` ÷ r (rounded up), so the run
+  still sees the same number of samples (LLaVA's one epoch) with the same warmup share.
 
 ``main`` returns the Runner after training and can be called many times in one
 process (tests do): each call gets an experiment name of its own, since
@@ -27,6 +40,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +54,7 @@ import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's
 from alignkit.engine.compat import apply_compat
 
 LAUNCHERS = ("none", "pytorch", "slurm")
+VIS_BACKENDS = {"tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}
 # Hooks every run gets: trust checks must not depend on a line of the config.
 REQUIRED_HOOKS = ("ModelDescriptionHook", "LabelCacheCheckHook")
 _calls = itertools.count()
@@ -64,6 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override config entries, e.g. model.aligner.loss.type=SigmoidLoss train_cfg.max_iters=100",
     )
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none", help="job launcher (default: none)")
+    parser.add_argument("--vis", nargs="+", choices=tuple(VIS_BACKENDS), default=[], metavar="BACKEND",
+                        help="also log to tensorboard and/or wandb (scalars.json is always written)")
+    parser.add_argument("--no-validate", action="store_true", help="do not run the validation loop")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
+    parser.add_argument("--auto-scale-lr", action="store_true",
+                        help="scale lr and the iteration schedule to the real global batch (see the module docs)")
     # torch.distributed.launch (deprecated) passes --local-rank; torch.distributed.run sets LOCAL_RANK.
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -97,6 +118,19 @@ def build_config(args: argparse.Namespace) -> Config:
 
     # mmengine appends the start time (seconds) to the name; the counter keeps two
     # calls within one second of each other, in one process, apart.
+    if args.vis:
+        backends = [dict(type="LocalVisBackend")] + [dict(type=VIS_BACKENDS[b]) for b in args.vis]
+        cfg.visualizer = dict(type="Visualizer", vis_backends=backends)
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.amp:
+        if cfg.get("strategy") is not None:
+            raise ValueError("--amp: this config trains with a strategy (DeepSpeed); set its bf16/fp16 there instead")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("dtype", "bfloat16")
+    if args.auto_scale_lr:
+        scale_schedule(cfg, world_size())
+
     call = next(_calls)
     name = cfg.get("experiment_name") or stem
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
@@ -109,6 +143,46 @@ def _require_hooks(cfg: Config) -> None:
     hooks = list(cfg.get("custom_hooks") or [])
     listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
     cfg.custom_hooks = [*hooks, *(dict(type=name) for name in REQUIRED_HOOKS if name not in listed)]
+
+
+def world_size() -> int:
+    """The number of processes the launcher starts (torchrun's WORLD_SIZE, srun's SLURM_NTASKS, else 1)."""
+    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+
+
+def global_batch(cfg: Config, world: int) -> int:
+    """world × per-device batch × gradient-accumulation steps (``optim_wrapper`` or DeepSpeed's)."""
+    per_device = int(cfg.train_dataloader.batch_size)
+    accumulate = (cfg.get("optim_wrapper") or {}).get("accumulative_counts")
+    if accumulate is None:
+        accumulate = (cfg.get("strategy") or {}).get("gradient_accumulation_steps", 1)
+    return world * per_device * int(accumulate or 1)
+
+
+def scale_schedule(cfg: Config, world: int) -> float:
+    """``--auto-scale-lr`` (module docstring): lr × r, iterations ÷ r; returns r."""
+    base = (cfg.get("auto_scale_lr") or {}).get("base_batch_size")
+    if not base:
+        raise ValueError("--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) in the config: the global "
+                         "batch its schedule was written for")
+    real = global_batch(cfg, world)
+    r = real / float(base)
+    cfg.auto_scale_lr = dict(cfg.auto_scale_lr, enable=False)  # done here; mmengine must not scale again
+    optimizer = cfg.optim_wrapper.optimizer
+    optimizer.lr = optimizer.lr * r
+    notes = [f"lr {optimizer.lr:g}"]
+    if (cfg.get("train_cfg") or {}).get("type") == "IterBasedTrainLoop" and r != 1:
+        cfg.train_cfg.max_iters = math.ceil(cfg.train_cfg.max_iters / r)
+        notes.append(f"max_iters {cfg.train_cfg.max_iters}")
+        schedulers = cfg.get("param_scheduler") or []
+        for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if not sched.get("by_epoch", True):
+                for key in ("begin", "end"):
+                    if isinstance(sched.get(key), int):
+                        sched[key] = math.ceil(sched[key] / r)
+    print_log(f"--auto-scale-lr: global batch {real} (world {world}) vs base {base:g}: r = {r:g}; "
+              + ", ".join(notes), logger="current")
+    return r
 
 
 def build_runner(cfg: Config):

@@ -42,6 +42,7 @@ from mmengine.config import DictAction
 from PIL import Image
 
 from alignkit.cli.loading import load_model_and_source
+from alignkit.datasets.image_io import ImageError, open_image
 from alignkit.engine.metrics.functional import (
     label_cosine,
     label_retrieval,
@@ -67,12 +68,11 @@ def check_out_dir(out: str, force: bool) -> Path:
 
 
 def read_image(path: str) -> Image.Image:
-    """The image at ``path`` as RGB; ValueError naming the path when it cannot be read."""
+    """The image at ``path`` as RGB (``open_image``); ValueError naming the path when it cannot be read."""
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # forces the full decode: truncation shows up here
-    except (OSError, ValueError) as e:
-        raise ValueError(f"image {path!r} cannot be read ({type(e).__name__}: {e})") from None
+        return open_image(path)
+    except ImageError as e:
+        raise ValueError(f"image {e}") from None
 
 
 def display_image(image: Image.Image, tensor: torch.Tensor, preprocess_cfg: dict) -> Image.Image:

@@ -1,12 +1,28 @@
-"""LLaVA data: formats, conversation templates, tokenizers, image preprocessing, collate, samplers.
+"""LLaVA data: formats, conversation templates, tokenizers, the image opener, preprocessing, collate, samplers.
 
 Importing this package registers ``LLaVADataset`` (DATASETS),
 ``OpenCLIPImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
 ``LengthGroupedSampler`` (DATA_SAMPLERS); the registries find them here lazily.
 """
 
+from alignkit.datasets.annotations import AnnotationFileError, read_annotations
 from alignkit.datasets.collate import llava_collate
-from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SKIP_REASONS, BadSample
+from alignkit.datasets.constants import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN,
+    IMAGE_TOKEN_INDEX,
+    SKIP_REASONS,
+    BadSample,
+    DataFileError,
+)
+from alignkit.datasets.image_io import (
+    ImageError,
+    ImageNotFound,
+    ImageOutsideRoot,
+    ImageTooLarge,
+    ImageUnreadable,
+    open_image,
+)
 from alignkit.datasets.image_processor import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -36,9 +52,16 @@ __all__ = [
     "OPENAI_CLIP_STD",
     "SKIP_REASONS",
     "TEMPLATES",
+    "AnnotationFileError",
     "BadSample",
     "ChatTemplate",
     "ConversationTemplate",
+    "DataFileError",
+    "ImageError",
+    "ImageNotFound",
+    "ImageOutsideRoot",
+    "ImageTooLarge",
+    "ImageUnreadable",
     "LLaVADataset",
     "LengthGroupedSampler",
     "OpenCLIPImageProcessor",
@@ -52,5 +75,7 @@ __all__ = [
     "length_grouped_indices",
     "llava_collate",
     "load_tokenizer",
+    "open_image",
+    "read_annotations",
     "tokenize_with_image",
 ]

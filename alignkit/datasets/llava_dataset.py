@@ -1,27 +1,39 @@
-"""``LLaVADataset``: LLaVA-Pretrain and LLaVA instruction JSON, one sample per row.
+"""``LLaVADataset``: LLaVA-Pretrain, LLaVA instruction and Cambrian data, one sample per row.
 
-The annotation file is a JSON list of rows
-``{"id", "image" (optional, relative to image_folder), "conversations": [{"from", "value"}, ...]}``:
-``blip_laion_cc_sbu_558k.json`` (stage 1, template ``plain``) or
-``llava_v1_5_mix665k.json`` (stage 2, ``vicuna_v1``; rows without ``image``
-are text-only samples).
+An annotation file is a JSON list (``.json``) or JSON Lines (``.jsonl``, one row
+per line, as Cambrian ships) of rows
+``{"id", "image" (optional, relative to its image folder), "conversations": [{"from", "value"}, ...]}``:
+``blip_laion_cc_sbu_558k.json`` (stage 1, template ``plain``),
+``llava_v1_5_mix665k.json`` or Cambrian's ``.jsonl`` (stage 2, ``vicuna_v1``;
+rows without ``image`` are text-only samples). One dataset reads one file
+(``ann_file`` + ``image_folder``) or several, each with its own image folder
+(``sources=[dict(ann_file=..., image_folder=...), ...]``), in that order.
 
-Bad samples are never trained on and never silently masked. A sample whose
-conversation is malformed, whose image is missing or unreadable, that is too
-long, whose labels do not line up with its tokens, or that has nothing left to
-supervise raises ``BadSample`` inside ``prepare_data``; ``__getitem__`` then
+A file that cannot be read (missing, not UTF-8, invalid JSON, no rows) raises
+``AnnotationFileError`` naming the file and the position. A bad *row* is never
+trained on, never silently masked and never fatal: whatever goes wrong while
+preparing it (a malformed conversation, a missing, unreadable, oversized or
+out-of-folder image, text that is not valid Unicode, too long, labels that do
+not line up with its tokens, nothing left to supervise — ``BadSample`` — or
+any other exception, counted as ``error:<ExceptionType>``), ``__getitem__``
 counts it under its reason (``skip_counts()``), logs the first few of each
-reason, and returns a randomly drawn replacement sample instead (mmengine's
-refetch). The returned sample carries ``skipped = {reason: 1}`` for the sample
-it replaces, so the counts also reach the main process from DataLoader workers
-(``llava_collate`` sums them per batch).
+reason with the row's id, and returns a randomly drawn replacement sample
+instead (mmengine's refetch). The returned sample carries
+``skipped = {reason: 1}`` for the sample it replaces, so the counts also reach
+the main process from DataLoader workers (``llava_collate`` sums them per
+batch, ``SkippedSamplesHook`` puts them in the training log).
+
+Images are read by ``image_io.open_image``: 8-bit RGB whatever the file's
+mode, at most ``max_image_pixels`` decoded pixels, aspect ratio at most
+``max_image_aspect``, and confined to their image folder unless
+``allow_outside_root=True``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import traceback
 from collections import Counter
 from typing import Any
 
@@ -29,16 +41,16 @@ import numpy as np
 import torch
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
-from PIL import Image
 
-from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample
+from alignkit.datasets.annotations import read_annotations
+from alignkit.datasets.constants import ERROR_PREFIX, IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample, DataFileError
+from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.datasets.templates import encode_conversation, get_template
 from alignkit.datasets.tokenizers import load_tokenizer
 from alignkit.registry import DATASETS, TRANSFORMS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 
-# What a failed image open raises: a missing file first (it is an OSError too).
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_SOURCE_KEYS = ("ann_file", "image_folder")
 
 
 def _build_tokenizer(tokenizer):
@@ -61,6 +73,43 @@ def _build_image_processor(processor):
     return processor
 
 
+def _text_id(value: Any, index: int) -> str:
+    """A row id as text: ints and floats as ``str``; anything else (a list, a dict) by its row index."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return f"row-{index}"
+
+
+class _FileLevel(Exception):
+    """Carries an error of a whole file (the label cache) through ``prepare_data``'s per-row catch."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _is_file_name(path: str) -> bool:
+    try:
+        os.fsencode(path)  # a lone surrogate cannot name a file
+    except UnicodeError:
+        return False
+    return True
+
+
+def _where(err: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``err``'s traceback."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return "?"
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything a UTF-8 log cannot hold (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _num_words(conversations: Any) -> int:
     if not isinstance(conversations, list):
         return 0
@@ -74,14 +123,26 @@ class LLaVADataset(BaseDataset):
     """A LLaVA-format dataset (see the module docstring).
 
     Args:
-        ann_file: the JSON annotation file (relative to ``data_root`` if given).
+        ann_file: the ``.json`` or ``.jsonl`` annotation file (relative to
+            ``data_root`` if given); or leave it out and give ``sources``.
         tokenizer: a tokenizer, a name/path, or a ``load_tokenizer`` kwargs dict.
         template: a template name (``'plain'``, ``'vicuna_v1'``, ...), dict or object.
         image_processor: PIL image -> Float[3, H, W]; an object or a TRANSFORMS
             config such as ``dict(type='OpenCLIPImageProcessor', model_name='ViT-L-14-336',
             pretrained='openai', pad_to_square=True)``.
         image_folder: the folder the rows' ``image`` paths are relative to
-            (relative to ``data_root`` if given).
+            (relative to ``data_root`` if given; ``data_root`` by default).
+        sources: several annotation files in one dataset, each with its own
+            image folder: ``[dict(ann_file=..., image_folder=...), ...]``
+            (both relative to ``data_root`` if given; a source without
+            ``image_folder`` uses ``image_folder``). Rows keep the files' order.
+        max_image_pixels: the most pixels an image may decode to; a larger
+            JPEG is decoded reduced, any other larger image is skipped
+            (``image_too_large``).
+        max_image_aspect: the largest long/short side ratio (``image_too_large`` above).
+        allow_outside_root: read image paths that lead outside their image
+            folder (``..``, absolute paths, symlinks); skipped
+            (``image_outside_root``) by default.
         max_length: the longest sequence trained on, visual tokens included (2048 in LLaVA-1.5).
         image_token_length: how many LLM positions one image takes (576 for
             CLIP-L/336; LLaVA's own data-side check counts 1).
@@ -101,11 +162,15 @@ class LLaVADataset(BaseDataset):
 
     def __init__(
         self,
-        ann_file: str,
-        tokenizer,
+        ann_file: str = "",
+        tokenizer=None,
         template="plain",
         image_processor=None,
         image_folder: str = "",
+        sources: list[dict] | None = None,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        max_image_aspect: float = DEFAULT_MAX_ASPECT,
+        allow_outside_root: bool = False,
         max_length: int = 2048,
         image_token_length: int = 1,
         truncate: bool = False,
@@ -124,6 +189,13 @@ class LLaVADataset(BaseDataset):
             raise ValueError(f"image_token_length must be a positive int, got {image_token_length!r}")
         if image_processor is None:
             raise ValueError("image_processor is required (it also sizes the zero image of text-only rows)")
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
+        if isinstance(max_image_aspect, bool) or not isinstance(max_image_aspect, (int, float)) \
+                or not max_image_aspect >= 1:
+            raise ValueError(f"max_image_aspect must be a number >= 1, got {max_image_aspect!r}")
+        self.max_image_pixels, self.max_image_aspect = max_image_pixels, float(max_image_aspect)
+        self.allow_outside_root = bool(allow_outside_root)
         self.tokenizer = _build_tokenizer(tokenizer)
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer {type(self.tokenizer).__name__} has no pad token; load it with pad_token=...")
@@ -150,6 +222,8 @@ class LLaVADataset(BaseDataset):
         if data_root and image_folder and not os.path.isabs(image_folder):
             image_folder = os.path.join(data_root, image_folder)
         self.image_folder = image_folder or data_root
+        self.sources = self._check_sources(ann_file, sources, data_root)
+        self.image_folders = [src["image_folder"] for src in self.sources]
         self._lengths = np.zeros(0, dtype=np.int64)
         self._has_image = np.zeros(0, dtype=bool)
         super().__init__(
@@ -163,23 +237,56 @@ class LLaVADataset(BaseDataset):
         )
 
     # --- annotations -----------------------------------------------------------
+    def _check_sources(self, ann_file, sources, data_root: str) -> list[dict]:
+        """``[{ann_file, image_folder}]`` with paths joined to ``data_root``; one entry for ``ann_file``."""
+
+        def join(path):
+            return os.path.join(data_root, path) if data_root and path and not os.path.isabs(path) else path
+
+        if sources is None:
+            if not ann_file:
+                raise ValueError("LLaVADataset needs ann_file, or sources=[dict(ann_file=..., image_folder=...)]")
+            return [dict(ann_file=join(ann_file), image_folder=self.image_folder)]
+        if ann_file:
+            raise ValueError(f"give ann_file or sources, not both (ann_file={ann_file!r})")
+        if not isinstance(sources, (list, tuple)) or not sources:
+            raise ValueError(f"sources must be a non-empty list of dict(ann_file=..., image_folder=...), got {sources!r}")
+        out = []
+        for i, src in enumerate(sources):
+            if not isinstance(src, dict) or not isinstance(src.get("ann_file"), (str, os.PathLike)) \
+                    or not src["ann_file"]:
+                raise ValueError(f"sources[{i}] must be dict(ann_file=..., image_folder=...), got {src!r}")
+            unknown = sorted(set(src) - set(_SOURCE_KEYS))
+            if unknown:
+                raise ValueError(f"sources[{i}] has unknown keys {unknown}; expected {list(_SOURCE_KEYS)}")
+            folder = src.get("image_folder")
+            if folder is not None and not isinstance(folder, (str, os.PathLike)):
+                raise ValueError(f"sources[{i}]['image_folder'] must be a path, got {folder!r}")
+            folder = join(os.fspath(folder)) if folder else self.image_folder
+            out.append(dict(ann_file=join(os.fspath(src["ann_file"])), image_folder=folder))
+        return out
+
     def load_data_list(self) -> list[dict]:
-        with open(self.ann_file, encoding="utf-8") as f:
-            rows = json.load(f)
-        if not isinstance(rows, list):
-            raise ValueError(f"ann_file {self.ann_file!r} must hold a JSON list of rows, got {type(rows).__name__}")
         data_list = []
-        for i, row in enumerate(rows):
-            row = row if isinstance(row, dict) else {}
-            conversations = row.get("conversations")
-            data_list.append(
-                dict(
-                    sample_id=str(row.get("id", i)),
-                    image=row.get("image"),
-                    conversations=conversations,
-                    num_words=_num_words(conversations),
+        for source, src in enumerate(self.sources):
+            for i, row in enumerate(read_annotations(src["ann_file"])):
+                if isinstance(row, dict):
+                    conversations = row.get("conversations")
+                    row_id = row.get("id", i)
+                    sample_id = row_id if isinstance(row_id, str) else _text_id(row_id, i)
+                else:  # kept, so that it is counted as a skip (bad_row) rather than dropped
+                    conversations, sample_id = None, str(i)
+                data_list.append(
+                    dict(
+                        sample_id=sample_id,
+                        image=row.get("image") if isinstance(row, dict) else None,
+                        conversations=conversations,
+                        num_words=_num_words(conversations),
+                        source=source,
+                        row=i,
+                        bad_row=not isinstance(row, dict),
+                    )
                 )
-            )
         return data_list
 
     def full_init(self) -> None:
@@ -232,15 +339,12 @@ class LLaVADataset(BaseDataset):
         h, w = (size, size) if isinstance(size, int) else size
         return torch.zeros(3, h, w)
 
-    def _load_image(self, rel_path: str) -> tuple[torch.Tensor, tuple[int, int]]:
-        path = os.path.join(self.image_folder, rel_path)
+    def _load_image(self, rel_path: str, source: int) -> tuple[torch.Tensor, tuple[int, int]]:
         try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")  # decodes the whole file: truncation shows here
-        except FileNotFoundError:
-            raise BadSample("missing_image", f"{path} does not exist") from None
-        except _UNREADABLE as e:
-            raise BadSample("unreadable_image", f"{path}: {type(e).__name__}: {e}") from None
+            image = open_image(rel_path, root=self.image_folders[source], allow_outside_root=self.allow_outside_root,
+                               max_pixels=self.max_image_pixels, max_aspect=self.max_image_aspect)
+        except ImageError as e:
+            raise BadSample(e.reason, str(e)) from None
         return self.image_processor(image), image.size
 
     def _fit_length(self, input_ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
@@ -271,23 +375,50 @@ class LLaVADataset(BaseDataset):
             return cache[sample_id]
         except KeyError as e:
             raise BadSample("missing_labels", str(e)) from None
+        except Exception as e:
+            # A corrupt shard is the cache's fault, not the row's: stop the run (see prepare_data).
+            raise _FileLevel(e) from None
 
     def prepare_data(self, idx: int) -> dict:
-        """The sample at ``idx``; raises ``BadSample`` (with ``sample_id`` set) if it cannot be trained on."""
+        """The sample at ``idx``; raises ``BadSample`` (with ``sample_id`` set) if it cannot be trained on.
+
+        Any exception other than ``BadSample`` becomes ``BadSample('error:<ExceptionType>')`` with the
+        original as its ``__cause__``: one row can never stop a run. A whole file that cannot be used
+        (a ``DataFileError``, or any error of the label cache other than a missing id) is raised as it
+        is: counting every row of a corrupt shard as skipped would train on a silently shrunken dataset.
+        """
         info = self.get_data_info(idx)
-        sample_id = info["sample_id"]
         try:
-            rel_path = info["image"]
-            if rel_path is not None and not (isinstance(rel_path, str) and rel_path):
-                raise BadSample("bad_conversation", f"'image' must be one relative path, got {rel_path!r}")
-            has_image = rel_path is not None
-            input_ids, labels = encode_conversation(info["conversations"], self.template, self.tokenizer, has_image)
-            input_ids, labels, truncated = self._fit_length(input_ids, labels)
-            patch_labels = self._patch_labels(sample_id, has_image)
-            image, size = self._load_image(rel_path) if has_image else (self._blank_image(), None)
-        except BadSample as e:
-            e.sample_id = sample_id
+            return self._prepare(info)
+        except _FileLevel as e:
+            raise e.error from None
+        except DataFileError:
             raise
+        except BadSample as e:
+            err = e
+        except Exception as e:  # noqa: BLE001 - counted under its own reason and logged, never swallowed
+            err = BadSample(f"{ERROR_PREFIX}{type(e).__name__}", f"{e} (raised at {_where(e)})")
+            err.__cause__ = e
+        err.sample_id = info["sample_id"]
+        err.location = self._location(info)
+        raise err
+
+    def _location(self, info: dict) -> str:
+        return f"{self.sources[info['source']]['ann_file']} row {info['row']}"
+
+    def _prepare(self, info: dict) -> dict:
+        if info["bad_row"]:
+            raise BadSample("bad_row", "the row is not a JSON object")
+        sample_id = info["sample_id"]
+        rel_path = info["image"]
+        if rel_path is not None and not (isinstance(rel_path, str) and rel_path and "\0" not in rel_path
+                                         and _is_file_name(rel_path)):
+            raise BadSample("bad_row", f"'image' must be one relative path usable as a file name, got {rel_path!r}")
+        has_image = rel_path is not None
+        input_ids, labels = encode_conversation(info["conversations"], self.template, self.tokenizer, has_image)
+        input_ids, labels, truncated = self._fit_length(input_ids, labels)
+        patch_labels = self._patch_labels(sample_id, has_image)
+        image, size = self._load_image(rel_path, info["source"]) if has_image else (self._blank_image(), None)
         return dict(
             input_ids=torch.tensor(input_ids, dtype=torch.long),
             labels=torch.tensor(labels, dtype=torch.long),
@@ -306,8 +437,11 @@ class LLaVADataset(BaseDataset):
         n = self._skips[err.reason]
         if n <= self.log_limit or (n >= 100 and str(n).strip("0") == "1"):
             print_log(
-                f"{type(self).__name__}: skipped sample {getattr(err, 'sample_id', '?')!r} [{err.reason}] "
-                f"{err.detail} ({n} skipped for this reason so far in this process)",
+                _printable(
+                    f"{type(self).__name__}: skipped sample {getattr(err, 'sample_id', '?')!r} "
+                    f"({getattr(err, 'location', '?')}) [{err.reason}] {err.detail} "
+                    f"({n} skipped for this reason so far in this process)"
+                ),
                 logger="current",
                 level=logging.WARNING,
             )
@@ -327,12 +461,14 @@ class LLaVADataset(BaseDataset):
         if not self._fully_initialized:
             self.full_init()
         skipped: dict[str, int] = {}
+        last = None
         for attempt in range(self.max_refetch + 1):
             try:
                 data = self.prepare_data(idx)
             except BadSample as err:
                 if self.test_mode:
                     raise
+                last = err
                 if attempt == 0:
                     self._record_skip(err)
                     skipped = {err.reason: 1}
@@ -342,5 +478,6 @@ class LLaVADataset(BaseDataset):
             return data
         raise RuntimeError(
             f"{type(self).__name__}: no trainable sample found in {self.max_refetch + 1} tries; "
-            f"skip counts so far: {self.skip_counts()} (is the image folder {self.image_folder!r} right?)"
-        )
+            f"skip counts so far: {self.skip_counts()}; the last one: {_printable(str(last))} "
+            f"(is the image folder {self.image_folders} right?)"
+        ) from last

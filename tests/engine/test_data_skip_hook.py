@@ -40,7 +40,7 @@ def _scalar(runner, key):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_totals_follow_the_batches_and_update_only_at_sync_points(seed):
     rng = random.Random(seed)
-    reasons = sorted(SKIP_REASONS)
+    reasons = sorted(SKIP_REASONS) + ["error:TypeError", "error:RuntimeError"]  # unexpected exceptions too
     iters, interval = 11, 3
     batches = []
     for _ in range(iters):
@@ -100,13 +100,15 @@ def test_bad_interval_raises():
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------
-BAD = {"missing_image": 1, "unreadable_image": 1, "too_long": 1}  # one row of each below
+# One row of each below. Before the data layer caught every row's exception, the last two
+# killed the run: a list as a role is unhashable, and tokenizers raise on a lone surrogate.
+BAD = {"missing_image": 1, "unreadable_image": 1, "too_long": 1, "bad_conversation": 1, "bad_text": 1}
 
 
 def _write_bad_demo(root: Path) -> None:
-    """The demo's first 5 rows plus 3 bad ones: 8 rows = 2 batches of 4, so one epoch = 2 iterations."""
+    """The demo's first 3 rows plus 5 bad ones: 8 rows = 2 batches of 4, so one epoch = 2 iterations."""
     ann = Path(write_demo_data(root))
-    rows = json.loads(ann.read_text())[:5]
+    rows = json.loads(ann.read_text())[:3]
     jpg = root / "images" / "corrupt.jpg"
     Image.open(root / rows[0]["image"]).convert("RGB").save(jpg, "JPEG")
     data = jpg.read_bytes()
@@ -118,8 +120,10 @@ def _write_bad_demo(root: Path) -> None:
 
     # 300 caption words (>= 1 token each) + 63 extra image positions > max_length 256.
     rows += [row(0, "images/nowhere.png", "a cat"), row(1, "images/corrupt.jpg", "a cat"),
-             row(2, rows[0]["image"], " ".join(["a cat"] * 150))]
-    ann.write_text(json.dumps(rows))  # write_demo_data keeps an existing annotation file
+             row(2, rows[0]["image"], " ".join(["a cat"] * 150)), row(3, rows[1]["image"], "a cat"),
+             row(4, rows[2]["image"], "a cat \ud800")]
+    rows[-2]["conversations"][0]["from"] = ["human"]
+    ann.write_text(json.dumps(rows))  # the surrogate is written as the JSON escape \ud800  # write_demo_data keeps an existing annotation file
 
 
 def _args(work_dir, data_root, *options):
@@ -135,8 +139,9 @@ def test_demo_run_logs_per_reason_counts_and_keeps_them_across_resume(tmp_path, 
 
     runner = main(_args(work, data_root, "train_cfg.max_iters=2"))  # one epoch: each bad row once
     log = next(Path(runner.log_dir).glob("*.log")).read_text()
-    assert "SkippedSamplesHook: training done, skipped 3 samples: missing_image 1, too_long 1, unreadable_image 1" \
-        in log
+    assert ("SkippedSamplesHook: training done, skipped 5 samples: bad_conversation 1, bad_text 1, missing_image 1, "
+            "too_long 1, unreadable_image 1") in log
+    assert "'bad-4'" in log and "'bad-3'" in log  # each skip is logged with its row id
     for reason in BAD:
         assert f"data_skipped_{reason}: 1" in log
     assert "Iter(train) [2/2]" in log  # it trained to the end
@@ -144,7 +149,8 @@ def test_demo_run_logs_per_reason_counts_and_keeps_them_across_resume(tmp_path, 
     # Resume to 4 iterations: the second epoch meets each bad row once more, on top of the restored 1.
     runner = main(_args(work, data_root, "train_cfg.max_iters=4") + ["--resume", str(work / "iter_2.pth")])
     log = next(Path(runner.log_dir).glob("*.log")).read_text()
-    assert "skipped 6 samples: missing_image 2, too_long 2, unreadable_image 2" in log
+    assert ("skipped 10 samples: bad_conversation 2, bad_text 2, missing_image 2, too_long 2, unreadable_image 2"
+            in log)
     last = json.loads(next(Path(runner.log_dir).glob("vis_data/scalars.json")).read_text().splitlines()[-1])
     assert last["iter"] == 4
     assert {k: last[f"data_skipped_{k}"] for k in BAD} == {k: 2 * n for k, n in BAD.items()}

@@ -63,7 +63,13 @@ def _parse(conversations: Any) -> list[Message]:
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             raise BadSample("bad_conversation", f"turn {i} is not a dict with a string 'value'")
-        role = _ROLES.get(turn.get("from"))
+        try:
+            turn["value"].encode("utf-8")
+        except UnicodeEncodeError as e:  # tokenizers raise TypeError / RuntimeError on these
+            raise BadSample("bad_text", f"turn {i} holds {e.object[e.start:e.end]!r} at character {e.start}, "
+                                        "which is not valid Unicode text (a lone surrogate)") from None
+        source = turn.get("from")
+        role = _ROLES.get(source) if isinstance(source, str) else None  # a list would be unhashable
         if role is None:
             raise BadSample(
                 "bad_conversation", f"turn {i} has role {turn.get('from')!r}; expected one of {sorted(_ROLES)}"

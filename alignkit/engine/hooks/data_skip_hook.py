@@ -16,8 +16,10 @@ bad sample is never dropped without a trace:
 - the totals travel in each checkpoint and are put back on resume.
 
 Several processes: each rank counts its own batches and the counts are summed
-over ranks (one ``all_reduce`` of a small integer tensor) only at the
-synchronisation points, which every rank reaches at the same iteration: the
+over ranks (one ``all_reduce`` of a small integer tensor of the known reasons;
+``error:<ExceptionType>`` reasons, which only exist once they happen, are
+added with one ``all_gather_object`` when the reduced tensor says some rank
+has any) only at the synchronisation points, which every rank reaches at the same iteration: the
 logger's interval, the checkpoint interval, the end of an epoch and the last
 iteration. The totals, the log and the checkpoint are therefore global.
 """
@@ -27,16 +29,17 @@ import logging
 from collections import Counter
 
 import torch
-from mmengine.dist import all_reduce, is_main_process
+from mmengine.dist import all_gather_object, all_reduce, is_main_process
 from mmengine.hooks import CheckpointHook, Hook, LoggerHook
 from mmengine.logging import print_log
 
-from alignkit.datasets.constants import SKIP_REASONS
+from alignkit.datasets.constants import ERROR_PREFIX, SKIP_REASONS, is_skip_reason
 from alignkit.registry import HOOKS
 
 _KEY = "data_skip_counts"
 TRUNCATED = "truncated"
-# A fixed order, so that every rank's count vector means the same thing in all_reduce.
+# A fixed order, so that every rank's count vector means the same thing in all_reduce;
+# the last slot counts the error:<ExceptionType> skips, whose names travel separately.
 _SLOTS = (*SKIP_REASONS, TRUNCATED)
 _DEFAULT_INTERVAL = 10
 
@@ -90,7 +93,8 @@ class SkippedSamplesHook(Hook):
     def totals(self) -> dict[str, int]:
         """``{reason: count}`` over the whole run (all ranks), up to the last synchronisation; ``'truncated'``
         counts samples cut to ``max_length``."""
-        return {k: self._totals[k] for k in _SLOTS if self._totals[k]}
+        errors = sorted(k for k in self._totals if k.startswith(ERROR_PREFIX))
+        return {k: self._totals[k] for k in (*_SLOTS, *errors) if self._totals[k]}
 
     # --- counting ----------------------------------------------------------------
     def add_batch(self, data_batch) -> None:
@@ -110,18 +114,24 @@ class SkippedSamplesHook(Hook):
         if not isinstance(skipped, dict):
             raise ValueError(f"data_samples['skipped'] must be a dict reason -> count, got {skipped!r}")  # noqa: TRY004
         for reason, n in skipped.items():
-            if reason not in SKIP_REASONS:
+            if not is_skip_reason(reason):
                 raise ValueError(f"data_samples['skipped'] has unknown reason {reason!r}; expected one of "
-                                 f"{sorted(SKIP_REASONS)}")
+                                 f"{sorted(SKIP_REASONS)} or {ERROR_PREFIX}<ExceptionType>")
             self._pending[reason] += _count(n, f"data_samples['skipped'][{reason!r}]")
         self._pending[TRUNCATED] += _count(samples.get("num_truncated", 0), "data_samples['num_truncated']")
 
     def _sync(self, runner) -> None:
         """Sum every rank's pending counts into the totals; warn and update the scalars if any are new."""
-        pending = torch.tensor([self._pending[k] for k in _SLOTS], dtype=torch.long)  # (R + 1,)
-        all_reduce(pending, op="sum")  # a no-op in a single process
+        errors = {k: n for k, n in self._pending.items() if k.startswith(ERROR_PREFIX) and n}
+        pending = torch.tensor([self._pending[k] for k in _SLOTS] + [sum(errors.values())], dtype=torch.long)
+        all_reduce(pending, op="sum")  # (R + 2,); a no-op in a single process
         self._pending.clear()
-        new = {k: int(n) for k, n in zip(_SLOTS, pending.tolist(), strict=True) if n}
+        *known, n_errors = pending.tolist()
+        new = {k: int(n) for k, n in zip(_SLOTS, known, strict=True) if n}
+        if n_errors:  # every rank sees the same reduced count, so every rank joins the gather
+            for rank_errors in all_gather_object(errors):
+                for k, n in rank_errors.items():
+                    new[k] = new.get(k, 0) + int(n)
         if not new:
             return
         self._totals.update(new)
@@ -152,7 +162,7 @@ class SkippedSamplesHook(Hook):
         # (runner.iter still 0) belongs to another run.
         loaded, self._loaded = self._loaded, None
         if loaded is not None and runner.iter > 0:
-            self._totals = Counter({k: int(n) for k, n in loaded.items() if k in _SLOTS})
+            self._totals = Counter({k: int(n) for k, n in loaded.items() if k in _SLOTS or is_skip_reason(k)})
             self._publish(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -176,7 +186,9 @@ class SkippedSamplesHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Synchronised at the checkpoint interval and the last iteration just before CheckpointHook
         # (VERY_LOW) saves; this rank's own pending counts are added for a save at any other moment.
-        checkpoint[_KEY] = {k: self._totals[k] + self._pending[k] for k in _SLOTS if self._totals[k] + self._pending[k]}
+        errors = sorted(k for k in {*self._totals, *self._pending} if k.startswith(ERROR_PREFIX))
+        checkpoint[_KEY] = {k: self._totals[k] + self._pending[k] for k in (*_SLOTS, *errors)
+                            if self._totals[k] + self._pending[k]}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Kept until before_train: only then is it known whether this is a resume.

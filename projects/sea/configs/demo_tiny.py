@@ -35,6 +35,7 @@ val_dataloader = dict(
 val_evaluator = dict(type='AlignmentMetric')  # align/label_top1, label_top5, label_mean_rank, ...
 val_cfg = dict(type='ValLoop')
 max_iters = 40
+auto_scale_lr = dict(enable=False, base_batch_size=4)  # --auto-scale-lr: the demo schedule is for batch 4
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=4, end=max_iters),

@@ -14,3 +14,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=warmup_iters, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+# The global batch this schedule was written for; `tools/train.py --auto-scale-lr` scales lr and
+# iterations to the real one (docs/training.md).
+auto_scale_lr = dict(enable=False, base_batch_size=256)

@@ -1,0 +1,124 @@
+"""``tools/train.py`` flags people type: ``--vis``, ``--no-validate``, ``--amp``, ``--auto-scale-lr``; and
+``tools/analyze_logs.py`` on the runs they leave behind."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from engine_toy import write_config
+
+from alignkit.cli.analyze_logs import main as analyze_logs
+from alignkit.cli.train import build_config, main, parse_args
+
+
+def _cfg(tmp_path, *flags, **kw):
+    config = write_config(tmp_path / "toy.py", **kw)
+    return build_config(parse_args([str(config), "--work-dir", str(tmp_path / "w"), *flags]))
+
+
+def test_vis_tensorboard_writes_events_and_keeps_scalars_json(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = write_config(tmp_path / "toy.py", max_iters=3, ckpt_interval=3)
+    main([str(config), "--work-dir", str(tmp_path / "w"), "--vis", "tensorboard"])
+    (scalars,) = (tmp_path / "w").glob("*/vis_data/scalars.json")
+    (events,) = scalars.parent.glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    logged = [json.loads(line) for line in scalars.read_text().splitlines()]
+    # the same loss values, step by step, in both backends
+    tb = {e.step: e.value for e in acc.Scalars("loss")}
+    assert sorted(tb) == [row["step"] for row in logged] == [1, 2, 3]
+    for row in logged:
+        assert tb[row["step"]] == pytest.approx(row["loss"], rel=1e-6)
+
+
+def test_vis_rejects_an_unknown_backend(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cfg(tmp_path, "--vis", "nonsense")
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_no_validate_drops_the_validation_loop(tmp_path):
+    cfg = _cfg(tmp_path, "--no-validate", max_iters=4, val_interval=1)
+    assert cfg.val_cfg is None and cfg.val_dataloader is None and cfg.val_evaluator is None
+    runner = main([str(tmp_path / "toy.py"), "--work-dir", str(tmp_path / "w2"), "--no-validate"])
+    (scalars,) = (tmp_path / "w2").glob("*/vis_data/scalars.json")
+    assert not [line for line in scalars.read_text().splitlines() if "mse_val" in line]
+    assert runner.iter == 4
+
+
+def test_amp_selects_amp_optim_wrapper(tmp_path):
+    cfg = _cfg(tmp_path, "--amp")
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("world, accumulate", [(1, 1), (4, 1), (1, 2), (8, 4)])
+def test_auto_scale_lr_follows_the_real_global_batch(tmp_path, monkeypatch, world, accumulate):
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    base = 16
+    cfg = _cfg(tmp_path, "--auto-scale-lr", "--cfg-options", f"auto_scale_lr.base_batch_size={base}",
+               f"optim_wrapper.accumulative_counts={accumulate}", max_iters=10)
+    r = world * 4 * accumulate / base  # the toy's per-device batch is 4
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(1e-2 * r)
+    assert cfg.train_cfg.max_iters == math.ceil(10 / r)
+    warmup, cosine = cfg.param_scheduler  # written as end=3 (warm-up) and begin=3, end=10
+    assert (warmup.end, cosine.begin, cosine.end) == (math.ceil(3 / r), math.ceil(3 / r), math.ceil(10 / r))
+    assert cfg.auto_scale_lr.enable is False  # mmengine must not scale a second time
+
+
+def test_auto_scale_lr_needs_a_base_batch(tmp_path):
+    with pytest.raises(ValueError, match="base_batch_size"):
+        _cfg(tmp_path, "--auto-scale-lr")
+
+
+# --------------------------------------------------------------------------- analyze_logs
+def _write_run(folder, rows):
+    path = folder / "20260101_000000" / "vis_data" / "scalars.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_analyze_logs_plots_default_keys_of_two_runs(tmp_path, capsys):
+    from PIL import Image
+
+    sea = [{"loss": 3.0 - i * 0.1, "loss_lm": 2.0, "loss_align": 1.0 - i * 0.1, "align_temperature": 1 + i,
+            "lr": 1e-3, "step": i + 1} for i in range(5)] + [{"align/label_top1": 0.25, "step": 5}]
+    base = [{"loss": 2.5, "loss_lm": 2.5, "lr": 1e-3, "step": i + 1} for i in range(5)]
+    _write_run(tmp_path / "sea", sea)
+    _write_run(tmp_path / "baseline", base)
+    out = tmp_path / "plots" / "curves.png"
+    got = analyze_logs([str(tmp_path / "sea"), str(tmp_path / "baseline"), "--out", str(out)])
+    assert list(got) == ["sea", "baseline"]
+    assert list(got["sea"]) == ["loss", "loss_lm", "loss_align", "align_temperature", "align/label_top1"]
+    assert got["sea"]["loss_align"] == ([1, 2, 3, 4, 5], [1.0 - i * 0.1 for i in range(5)])
+    assert list(got["baseline"]) == ["loss", "loss_lm"]  # a run plots the keys it logged
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.width > 600
+    assert "sea  loss_align: 5 points, step 1..5, 1 -> 0.6" in capsys.readouterr().out
+
+
+def test_analyze_logs_joins_a_resumed_run_and_names_bad_input(tmp_path):
+    _write_run(tmp_path / "w", [{"loss": 1.0, "step": 1}])
+    later = tmp_path / "w" / "20260102_000000" / "vis_data" / "scalars.json"
+    later.parent.mkdir(parents=True)
+    later.write_text(json.dumps({"loss": 0.5, "step": 2}) + "\n")
+    got = analyze_logs([str(tmp_path / "w"), "--out", str(tmp_path / "c.png")])
+    assert got["w"]["loss"] == ([1, 2], [1.0, 0.5])
+    with pytest.raises(ValueError, match=r"--keys \['nope'\].*logged keys: \['loss'\]"):
+        analyze_logs([str(tmp_path / "w"), "--keys", "nope", "--out", str(tmp_path / "c.png")])
+    later.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"scalars.json:1: not a scalars.json line"):
+        analyze_logs([str(tmp_path / "w"), "--out", str(tmp_path / "c.png")])
+    with pytest.raises(ValueError, match="nowhere.*does not exist"):
+        analyze_logs([str(tmp_path / "nowhere")])
+
+
+def test_analyze_logs_on_a_real_toy_run(tmp_path):
+    config = write_config(tmp_path / "toy.py", max_iters=4, ckpt_interval=4, val_interval=2)
+    main([str(config), "--work-dir", str(tmp_path / "w")])
+    got = analyze_logs([str(tmp_path / "w"), "--keys", "loss", "lr", "--out", str(tmp_path / "toy.png")])
+    assert got["w"]["loss"][0] == [1, 2, 3, 4]
+    assert (tmp_path / "toy.png").stat().st_size > 0
