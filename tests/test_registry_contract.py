@@ -54,7 +54,8 @@ def test_every_registered_class_has_a_build_config(kind):
 
 def test_labelers_are_covered_by_their_own_tests():
     # Labelers need a (tiny) open_clip model to build; tests/labelers builds each from a dict.
-    assert set(_registered("labeler")) >= {"CLIPTopNLabeler", "SigLIPTopNLabeler"}
+    assert set(_registered("labeler")) >= {"CLIPTopNLabeler", "SigLIPTopNLabeler", "HFCLIPTopNLabeler",
+                                          "HFSigLIPTopNLabeler"}
 
 
 @pytest.mark.parametrize("name", _registered("sampler"))

@@ -52,6 +52,7 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 
 import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's registry tree)
 from alignkit.engine.compat import apply_compat
+from alignkit.project_configs import find_config
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 VIS_BACKENDS = {"tensorboard": "TensorboardVisBackend", "wandb": "WandbVisBackend"}
@@ -62,7 +63,7 @@ _calls = itertools.count()
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/train.py", description="Train a model from an mmengine config.")
-    parser.add_argument("config", help="path of the config file")
+    parser.add_argument("config", help="a config file, or a packaged config such as sea/vicuna7b.py")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default: ./work_dirs/<config stem>)")
     parser.add_argument(
         "--resume",
@@ -94,7 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config file with the command line applied (no compatibility fixes yet)."""
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(find_config(args.config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")

@@ -1,7 +1,7 @@
 """LLaVA data: formats, conversation templates, tokenizers, the image opener, preprocessing, collate, samplers.
 
 Importing this package registers ``LLaVADataset`` (DATASETS),
-``OpenCLIPImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
+``OpenCLIPImageProcessor`` / ``HFImageProcessor`` (TRANSFORMS), ``llava_collate`` (FUNCTIONS) and
 ``LengthGroupedSampler`` (DATA_SAMPLERS); the registries find them here lazily.
 """
 
@@ -23,6 +23,7 @@ from alignkit.datasets.image_io import (
     ImageUnreadable,
     open_image,
 )
+from alignkit.datasets.hf_image_processor import HFImageProcessor
 from alignkit.datasets.image_processor import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -57,6 +58,7 @@ __all__ = [
     "ChatTemplate",
     "ConversationTemplate",
     "DataFileError",
+    "HFImageProcessor",
     "ImageError",
     "ImageNotFound",
     "ImageOutsideRoot",

@@ -10,8 +10,9 @@ than ``max_pixels`` decoded pixels whatever its header claims:
    ``max_aspect`` times its height (or the other way round) raises
    ``ImageTooLarge``: resizing its short side to the encoder's input (CLIP's
    "shortest" mode) would make a 3000×1 strip 1,008,000×336 pixels. PIL's own
-   decompression-bomb check is replaced by ours for this call only (its global
-   ``MAX_IMAGE_PIXELS`` is left alone).
+   decompression-bomb warning is silenced for this call only (its global
+   ``MAX_IMAGE_PIXELS`` is left alone); a header over twice that limit
+   (179 M pixels) is still refused by PIL at open, as ``ImageTooLarge``.
 3. **Size.** An image of more than ``max_pixels`` pixels is decoded reduced
    when the format can do that for free (JPEG's DCT scaling, 1/2 to 1/8 per
    side, via ``Image.draft``) to the largest size within the limit; any other

@@ -276,17 +276,17 @@ class LLaVADataset(BaseDataset):
                     sample_id = row_id if isinstance(row_id, str) else _text_id(row_id, i)
                 else:  # kept, so that it is counted as a skip (bad_row) rather than dropped
                     conversations, sample_id = None, str(i)
-                data_list.append(
-                    dict(
-                        sample_id=sample_id,
-                        image=row.get("image") if isinstance(row, dict) else None,
-                        conversations=conversations,
-                        num_words=_num_words(conversations),
-                        source=source,
-                        row=i,
-                        bad_row=not isinstance(row, dict),
-                    )
+                info = dict(
+                    sample_id=sample_id,
+                    image=row.get("image") if isinstance(row, dict) else None,
+                    conversations=conversations,
+                    num_words=_num_words(conversations),
+                    source=source,
+                    row=i,
                 )
+                if not isinstance(row, dict):
+                    info["bad_row"] = True  # only then: a key less per row over millions of rows
+                data_list.append(info)
         return data_list
 
     def full_init(self) -> None:
@@ -407,7 +407,7 @@ class LLaVADataset(BaseDataset):
         return f"{self.sources[info['source']]['ann_file']} row {info['row']}"
 
     def _prepare(self, info: dict) -> dict:
-        if info["bad_row"]:
+        if info.get("bad_row"):
             raise BadSample("bad_row", "the row is not a JSON object")
         sample_id = info["sample_id"]
         rel_path = info["image"]

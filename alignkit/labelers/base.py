@@ -85,7 +85,88 @@ def _check_int(name: str, value, low: int = 1) -> int:
     return value
 
 
-class OpenCLIPTopNLabeler(BaseLabeler):
+class TopNLabeler(BaseLabeler):
+    """What every top-n labeler shares, whatever runs its tower: argument checks, the text bank, ``label``.
+
+    A backend subclass calls :meth:`_setup` first, then loads its model, sets
+    ``grid``, and calls :meth:`_load_bank` with the fields that identify its
+    bank and ``_build_bank`` defined.
+    """
+
+    def _setup(self, word_list, top_n, min_score, negate, prompt, chunk_size, text_batch_size, topn_dtype,
+               device) -> None:
+        self.top_n = _check_int("top_n", top_n)
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or math.isnan(min_score):
+            raise ValueError(f"min_score must be a number (may be -inf to keep every slot), got {min_score!r}")
+        self.min_score = float(min_score)
+        if not isinstance(negate, bool):
+            raise ValueError(f"negate must be True or False, got {negate!r}")
+        self.negate = negate
+        self.prompt = check_prompt(prompt)
+        self.chunk_size = _check_int("chunk_size", chunk_size)
+        self.text_batch_size = _check_int("text_batch_size", text_batch_size)
+        if topn_dtype is not None and topn_dtype not in _DTYPES:
+            raise ValueError(f"topn_dtype must be None or one of {sorted(_DTYPES)}, got {topn_dtype!r}")
+        self.topn_dtype = topn_dtype
+
+        self.word_list = as_word_list(word_list)
+        if self.top_n > self.num_words:
+            raise ValueError(
+                f"top_n={self.top_n} is larger than the word list ({self.num_words} words from "
+                f"{self.word_list.source}); expected top_n <= {self.num_words}"
+            )
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._banks: dict[tuple, Tensor] = {}
+
+    def _load_bank(self, fields: dict, cache_dir) -> None:
+        self.bank, self.bank_info = load_or_build_bank(
+            fields, self._build_bank, cache_dir=cache_dir, num_words=self.num_words
+        )
+
+    @abstractmethod
+    def _build_bank(self) -> Tensor:
+        """(V, C) fp32 L2-normalised text features of the word list."""
+
+    def _bank_on(self, device: torch.device) -> Tensor:
+        key = (device.type, device.index)
+        if key not in self._banks:
+            self._banks[key] = self.bank.to(device)
+        return self._banks[key]
+
+    def _compute_dtype(self, device: torch.device) -> torch.dtype:
+        if self.topn_dtype is not None:
+            return _DTYPES[self.topn_dtype]
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    @property
+    def embed_dim(self) -> int:
+        return self.bank.shape[1]
+
+    @torch.no_grad()
+    def label(self, dense: Tensor) -> PatchLabels:
+        """(B, P, C) dense embeddings (any device, any float dtype) -> PatchLabels."""
+        h, w = self.grid
+        if not isinstance(dense, Tensor) or dense.dim() != 3:
+            shape = tuple(dense.shape) if isinstance(dense, Tensor) else type(dense).__name__
+            raise ValueError(f"dense must be (B, P={h * w}, C={self.embed_dim}), got {shape}")
+        if dense.shape[1] != h * w or dense.shape[2] != self.embed_dim:
+            raise ValueError(
+                f"dense has shape {tuple(dense.shape)}, expected (B, P={h * w}, C={self.embed_dim}) "
+                f"for grid {self.grid} and this text bank"
+            )
+        scores, ids = cosine_topn(
+            dense,
+            self._bank_on(dense.device),
+            self.top_n,
+            min_score=self.min_score,
+            negate=self.negate,
+            chunk_size=self.chunk_size,
+            compute_dtype=self._compute_dtype(dense.device),
+        )
+        return PatchLabels(words=ids, scores=scores, grid=self.grid)
+
+
+class OpenCLIPTopNLabeler(TopNLabeler):
     """Top-n word labels of every patch from an open_clip model and a word list.
 
     Args:
@@ -130,29 +211,8 @@ class OpenCLIPTopNLabeler(BaseLabeler):
         text_batch_size: int = 1024,
         topn_dtype: str | None = None,
     ) -> None:
-        self.top_n = _check_int("top_n", top_n)
-        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or math.isnan(min_score):
-            raise ValueError(f"min_score must be a number (may be -inf to keep every slot), got {min_score!r}")
-        self.min_score = float(min_score)
-        if not isinstance(negate, bool):
-            raise ValueError(f"negate must be True or False, got {negate!r}")
-        self.negate = negate
-        self.prompt = check_prompt(prompt)
+        self._setup(word_list, top_n, min_score, negate, prompt, chunk_size, text_batch_size, topn_dtype, device)
         self.dense_mode = get_dense_mode(dense_mode).name
-        self.chunk_size = _check_int("chunk_size", chunk_size)
-        self.text_batch_size = _check_int("text_batch_size", text_batch_size)
-        if topn_dtype is not None and topn_dtype not in _DTYPES:
-            raise ValueError(f"topn_dtype must be None or one of {sorted(_DTYPES)}, got {topn_dtype!r}")
-        self.topn_dtype = topn_dtype
-
-        self.word_list = as_word_list(word_list)
-        if self.top_n > self.num_words:
-            raise ValueError(
-                f"top_n={self.top_n} is larger than the word list ({self.num_words} words from "
-                f"{self.word_list.source}); expected top_n <= {self.num_words}"
-            )
-
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision
         self.loaded = load_open_clip(model_name, pretrained, device=self.device, precision=precision)
         self.model = self.loaded.model
@@ -171,10 +231,7 @@ class OpenCLIPTopNLabeler(BaseLabeler):
             "prompt": self.prompt,
             "precision": precision,
         }
-        self.bank, self.bank_info = load_or_build_bank(
-            fields, self._build_bank, cache_dir=cache_dir, num_words=self.num_words
-        )
-        self._banks: dict[tuple, Tensor] = {}
+        self._load_bank(fields, cache_dir)
 
     # ------------------------------------------------------------------ building
     def _build_bank(self) -> Tensor:
@@ -182,22 +239,7 @@ class OpenCLIPTopNLabeler(BaseLabeler):
             self.model, self.tokenizer, self.words, self.prompt, batch_size=self.text_batch_size, device=self.device
         )
 
-    def _bank_on(self, device: torch.device) -> Tensor:
-        key = (device.type, device.index)
-        if key not in self._banks:
-            self._banks[key] = self.bank.to(device)
-        return self._banks[key]
-
-    def _compute_dtype(self, device: torch.device) -> torch.dtype:
-        if self.topn_dtype is not None:
-            return _DTYPES[self.topn_dtype]
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-
     # ------------------------------------------------------------------ contract
-    @property
-    def embed_dim(self) -> int:
-        return self.bank.shape[1]
-
     @torch.no_grad()
     def encode_patches(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) images preprocessed with ``transform`` -> (B, P, C)."""
@@ -209,29 +251,6 @@ class OpenCLIPTopNLabeler(BaseLabeler):
     def forward_features(self, images: Tensor, feature_layers: Sequence[int] = (-2,)):
         """``open_clip_dense.forward_features`` on this labeler's tower and dense mode."""
         return forward_features(self.visual, images, feature_layers, self.dense_mode)
-
-    @torch.no_grad()
-    def label(self, dense: Tensor) -> PatchLabels:
-        """(B, P, C) dense embeddings (any device, any float dtype) -> PatchLabels."""
-        h, w = self.grid
-        if not isinstance(dense, Tensor) or dense.dim() != 3:
-            shape = tuple(dense.shape) if isinstance(dense, Tensor) else type(dense).__name__
-            raise ValueError(f"dense must be (B, P={h * w}, C={self.embed_dim}), got {shape}")
-        if dense.shape[1] != h * w or dense.shape[2] != self.embed_dim:
-            raise ValueError(
-                f"dense has shape {tuple(dense.shape)}, expected (B, P={h * w}, C={self.embed_dim}) "
-                f"for grid {self.grid} and this text bank"
-            )
-        scores, ids = cosine_topn(
-            dense,
-            self._bank_on(dense.device),
-            self.top_n,
-            min_score=self.min_score,
-            negate=self.negate,
-            chunk_size=self.chunk_size,
-            compute_dtype=self._compute_dtype(dense.device),
-        )
-        return PatchLabels(words=ids, scores=scores, grid=self.grid)
 
     def fingerprint(self) -> dict:
         cfg = dict(getattr(self.visual, "preprocess_cfg", {}) or {})

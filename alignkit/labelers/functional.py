@@ -125,10 +125,24 @@ def cosine_topn(
     chunk_size: int = 1024,
     compute_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Labels of ``dense`` (..., C) against an L2-normalised ``bank`` (V, C).
+    """Top-``k`` words of every row of ``dense`` (..., C) by (negated) cosine against ``bank`` (V, C).
 
-    Normalises ``dense`` in fp32, ranks by (negated) cosine, empties slots with
-    score ``<= min_score``. Returns ``(scores Float32[..., k], ids Long[..., k])``.
+    Args:
+        dense: (..., C) embeddings, any float dtype (normalised here, in fp32);
+            (B, P, C) for a batch of patch tokens.
+        bank: (V, C) L2-normalised text features (``labeler.bank``).
+        k: words kept per row, ``1 <= k <= V``.
+        min_score: slots scoring ``<= min_score`` are emptied (id ``-1``, score 0).
+        negate: rank by ``-cos`` (Eq. 6).
+        chunk_size, compute_dtype: see :func:`chunked_topn`.
+
+    Returns:
+        ``(scores, ids)`` — **scores first**: Float32[..., k] sorted descending
+        and Long[..., k] word ids. ``PatchLabels`` takes them the other way
+        round, by keyword::
+
+            scores, ids = cosine_topn(dense, bank, k=10, negate=True)     # dense (B, P, C)
+            labels = PatchLabels(words=ids, scores=scores, grid=(24, 24))
     """
     lead = dense.shape[:-1]
     flat = F.normalize(dense.reshape(-1, dense.shape[-1]).float(), dim=-1)  # (M, C)

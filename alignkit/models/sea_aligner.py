@@ -44,13 +44,27 @@ class SEAAligner(nn.Module):
         labeler: a labeler (``label(dense) -> PatchLabels``, ``words``) or its
             config dict (built through ``LABELERS``; ``LLaVAModel`` fills in the
             vision encoder's model so the tower is loaded once), or None when
-            labels always come in as ``PatchLabels`` (offline cache).
-        samplers: samplers or their config dicts, applied in order (the SEA
-            preset: similarity-weighted, 2×2 window, dedup).
-        loss: the align loss module or its config dict (``ALIGN_LOSSES``). It
-            owns the learnable temperature, which trains with the adapter.
+            labels always come in as ``PatchLabels`` (offline cache, or labels
+            you compute yourself).
+        samplers: a list of sampler *instances* (``WindowSampler(window=2)``,
+            or any callable ``(PairSet, grid, generator) -> PairSet``) or their
+            config dicts, mixed freely, applied in order (the SEA preset:
+            similarity-weighted, 2×2 window, dedup). ``[]`` keeps every pair.
+        loss: an align loss *instance* (``InfoNCELoss()``, any ``nn.Module``
+            ``(visual (N, E), text (N, E)) -> scalar``) or its config dict
+            (``ALIGN_LOSSES``); None: ``InfoNCELoss()``. It owns the learnable
+            temperature, which trains with the adapter (``aligner.parameters()``).
         loss_weight: λ of Eq. 11. The paper gives no value; 1.0 is the preset.
-        words: the word list, when there is no labeler to take it from.
+        words: the word list the labels' ids index. **Required when
+            ``labeler`` is None** (the word table is built from it); with a
+            labeler, its ``words`` are used.
+
+    Example (plain PyTorch, labels from a cache, no labeler)::
+
+        aligner = SEAAligner(samplers=[SimilarityWeightedSampler(), WindowSampler(window=2), DedupSampler()],
+                             loss=InfoNCELoss(init_logit_scale=0.0), words=cache_words)
+        aligner.build_word_table(tokenizer, llm.get_input_embeddings())
+        out = aligner(visual, labels=patch_labels)    # visual (B, P, E), PatchLabels for the same B images
 
     The word table (V, E) is set with :meth:`build_word_table` (or
     :meth:`set_word_table`) before the first forward; it is a non-persistent
@@ -108,7 +122,9 @@ class SEAAligner(nn.Module):
         from alignkit.word_table import build_word_table
 
         if self.words is None:
-            raise ValueError("SEAAligner has no word list: give it a labeler or words=[...]")
+            raise ValueError(
+                "SEAAligner has no word list: without a labeler pass words=[...] (the list the labels' ids index)"
+            )
         self.set_word_table(build_word_table(tokenizer, embedding, self.words, on_empty="mask", dtype=dtype))
 
     def set_word_table(self, table) -> None:

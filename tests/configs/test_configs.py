@@ -29,8 +29,14 @@ PAPER_ROWS = (
     *(f"prime_{llm}{s}" for llm in LLMS for s in ("", "_finetune")),
     # Table 3: stage 2 with the vision encoder unfrozen, SEA and baseline
     "vicuna7b_finetune_ve", "llava15_vicuna7b_finetune_ve",
+    # Table 2's Vicuna-7B rows on the open_clip tower (the defaults run transformers' CLIP, as LLaVA-1.5 does)
+    "vicuna7b_openclip", "llava15_vicuna7b_openclip", "vicuna7b_openclip_finetune",
     "demo_tiny",
 )
+
+
+def stem_of(name: str) -> str:
+    return name[: -len(".py")]
 
 
 def expected(name: str) -> dict:
@@ -39,6 +45,7 @@ def expected(name: str) -> dict:
     stage2 = stem.removesuffix("_ve").endswith("_finetune")
     baseline, prime = stem.startswith("llava15_"), stem.startswith("prime_")
     base = stem.removesuffix("_ve").removesuffix("_finetune").removeprefix("llava15_").removeprefix("prime_")
+    base = base.removesuffix("_openclip")  # same dims
     llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384")
     siglip = prime or base.endswith("_siglip384")
     if stage2:
@@ -68,6 +75,15 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     assert model.adapter.llm_dim == want["E"] and model.adapter.vision_dim == want["D"]
     assert model.vision_encoder.num_patches == want["P"]
     assert model.vision_encoder.feature_layer == -2
+    # Each config preprocesses with its own tower's pipeline; the vicuna7b family is on LLaVA-1.5's own
+    # (transformers' CLIP and CLIPImageProcessor), the *_openclip and SigLIP configs on open_clip.
+    processor = cfg.train_dataloader.dataset.image_processor
+    hf = type(model.vision_encoder).__name__ == "HFVisionEncoder"
+    assert processor.type == ("HFImageProcessor" if hf else "OpenCLIPImageProcessor")
+    assert processor.model_name == cfg.model.vision_encoder.model_name
+    family = stem_of(name).removeprefix("llava15_").removesuffix("_finetune").removesuffix("_ve")
+    if family == "vicuna7b" and not name.startswith("prime_"):
+        assert hf, "vicuna7b's default backend is transformers (projects/sea/README.md)"
     assert (model.aligner is not None) == want["sea"]
     assert set(model.trainable) == want["trainable"]
     dataset = cfg.train_dataloader.dataset
@@ -78,6 +94,7 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     if want["sea"]:
         aligner = cfg.model.aligner
         assert aligner.labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
+        assert aligner.labeler.type.startswith("HF") == hf
         assert aligner.loss.init_logit_scale == 0.0 and aligner.loss_weight == 1.0
         assert [s["type"] for s in aligner.samplers] == ["SimilarityWeightedSampler", "WindowSampler", "DedupSampler"]
         assert aligner.samplers[1]["window"] == 2

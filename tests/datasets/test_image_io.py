@@ -196,3 +196,26 @@ def test_failures_name_the_file_and_carry_skip_reasons(tmp_path):
         open_image(tmp_path / "text.png", max_pixels=0)
     with pytest.raises(ValueError, match="max_aspect"):
         open_image(tmp_path / "text.png", max_aspect=0.5)
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose IHDR claims width×height (8-bit gray) and whose IDAT holds no pixel data at all."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+
+
+def test_a_header_over_pils_hard_limit_is_too_large_not_unreadable(tmp_path):
+    # 20000×20000 = 400 M pixels > 2 × PIL's MAX_IMAGE_PIXELS: PIL raises DecompressionBombError at open.
+    _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    assert 20000 * 20000 > 2 * Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageTooLarge, match="bomb.png"):
+        open_image(tmp_path / "bomb.png", max_pixels=10**9)
+    _png_header_only(tmp_path / "wide.png", 3000, 1)
+    with pytest.raises(ImageTooLarge, match="aspect ratio"):  # refused from the header: no data needed
+        open_image(tmp_path / "wide.png")

@@ -36,7 +36,8 @@ class ToyRegressionDataset(torch.utils.data.Dataset):
     """``num_samples`` rows ``x ~ N(0, 1)^D``, target ``y = tanh(x @ W)`` with a seeded ``W (D, E)``."""
 
     def __init__(self, num_samples: int = 24, vision_dim: int = 4, llm_dim: int = 3, seed: int = 0,
-                 nan_rows: tuple = ()):
+                 nan_rows: tuple = (), augment: float = 0.0):
+        self.augment = augment  # noise drawn from the global RNG per sample: a random data transform
         g = torch.Generator().manual_seed(seed)
         self.inputs = torch.randn(num_samples, vision_dim, generator=g)
         self.targets = torch.tanh(self.inputs @ torch.randn(vision_dim, llm_dim, generator=g))
@@ -47,7 +48,8 @@ class ToyRegressionDataset(torch.utils.data.Dataset):
         return len(self.inputs)
 
     def __getitem__(self, i: int) -> dict:
-        return dict(inputs=self.inputs[i], targets=self.targets[i])
+        inputs = self.inputs[i] + self.augment * torch.randn(self.inputs.shape[1]) if self.augment else self.inputs[i]
+        return dict(inputs=inputs, targets=self.targets[i])
 
 
 @TOY_MODELS.register_module()

@@ -154,3 +154,38 @@ def test_demo_run_logs_per_reason_counts_and_keeps_them_across_resume(tmp_path, 
     last = json.loads(next(Path(runner.log_dir).glob("vis_data/scalars.json")).read_text().splitlines()[-1])
     assert last["iter"] == 4
     assert {k: last[f"data_skipped_{k}"] for k in BAD} == {k: 2 * n for k, n in BAD.items()}
+
+
+# --- several ranks ------------------------------------------------------------------------------------------------
+def _rank_sync(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        hook = HOOKS.build(dict(type="SkippedSamplesHook", interval=1))
+        runner = _runner(f"skip-dist-{rank}", 2)
+        hook.before_train(runner)
+        # Rank 0 meets an unexpected TypeError, rank 1 a RuntimeError and a known reason; only rank 1 has any
+        # error in the second interval, so the gather must run on both ranks all the same.
+        per_rank = [[{"error:TypeError": 2}, {}], [{"error:RuntimeError": 1, "too_long": 1}, {"error:TypeError": 1}]]
+        for i, skipped in enumerate(per_rank[rank]):
+            runner.iter = i
+            hook.after_train_iter(runner, i, dict(data_samples=dict(skipped=skipped, num_truncated=0)), None)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(hook.totals))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_error_reasons_are_summed_over_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: the children reuse this process's imports (spawn would re-import torch and mmengine in each).
+    mp.start_processes(_rank_sync, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    expected = {"too_long": 1, "error:RuntimeError": 1, "error:TypeError": 3}  # 2 + 1 over the two ranks
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected

@@ -34,6 +34,12 @@ def test_vis_tensorboard_writes_events_and_keeps_scalars_json(tmp_path):
         assert tb[row["step"]] == pytest.approx(row["loss"], rel=1e-6)
 
 
+def test_vis_wandb_and_tensorboard_together_keep_the_local_backend(tmp_path):
+    cfg = _cfg(tmp_path, "--vis", "tensorboard", "wandb")
+    assert [b["type"] for b in cfg.visualizer.vis_backends] == ["LocalVisBackend", "TensorboardVisBackend",
+                                                                 "WandbVisBackend"]
+
+
 def test_vis_rejects_an_unknown_backend(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _cfg(tmp_path, "--vis", "nonsense")

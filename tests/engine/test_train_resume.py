@@ -95,3 +95,23 @@ def test_validation_does_not_move_the_training_stream(uninterrupted, uninterrupt
     full, full_val = uninterrupted_with_validation
     assert full_val > 0  # validation did run
     assert all(torch.equal(full[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_resumed_run_equals_uninterrupted_bitwise_with_random_transforms_in_the_main_process(tmp_path):
+    # num_workers=0: the dataset's random transform draws from the global RNG in the training process. mmengine
+    # replays the first k batches on resume (drawing again), so the state must be put back after the replay.
+    full_dir = tmp_path / "full"
+    full_dir.mkdir()
+    full_cfg = write_config(full_dir / "toy.py", max_iters=MAX_ITERS, ckpt_interval=CKPT_EVERY)
+    option = ["--cfg-options", "train_dataloader.dataset.augment=0.5"]
+    full = weights(main([str(full_cfg), "--work-dir", str(full_dir / "work"), *option]))
+    base = write_config(tmp_path / "toy.py", max_iters=MAX_ITERS, ckpt_interval=CKPT_EVERY)
+    hooks = "dict(type='RNGStateHook'), dict(type='alignkit_test.CountItersHook')"
+    crash = _crash_config(tmp_path, hooks)
+    with pytest.raises(SimulatedCrash):
+        main([str(crash), "--work-dir", str(tmp_path / "cut"), *option])
+    runner = main([str(base), "--work-dir", str(tmp_path / "cut"), "--resume", *option])
+    assert iters_run(runner) == MAX_ITERS - CKPT_EVERY
+    resumed = weights(runner)
+    for key in full:
+        assert torch.equal(resumed[key], full[key]), key

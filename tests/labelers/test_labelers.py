@@ -9,6 +9,7 @@ import torch
 from alignkit.labelers import BaseLabeler, forward_features
 from alignkit.registry import LABELERS
 from alignkit.structures import PairSet, PatchLabels
+from alignkit.testing.hf_tiny import save_hf_tower, tiny_clip, tiny_siglip
 
 
 def cfg(kind, tiny, word_list, cache_dir, **kw):
@@ -24,10 +25,26 @@ def built(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("labelers")
     words = root / "words.txt"
     words.write_text("\n".join(tiny.words), encoding="utf-8")
-    return {
+    built = {
         kind: LABELERS.build(cfg(kind, tiny, str(words), root / "banks", top_n=5, min_score=float("-inf")))
         for kind in ("CLIPTopNLabeler", "SigLIPTopNLabeler")
     }
+    # The transformers labelers on tiny CLIPModel / SiglipModel folders of the same geometry (4x4 grid, 32 px).
+    for kind, model in (("HFCLIPTopNLabeler", tiny_clip(seed=0)), ("HFSigLIPTopNLabeler", tiny_siglip(seed=0))):
+        folder = save_hf_tower(model, root / kind)
+        built[kind] = LABELERS.build(dict(type=kind, model_name=folder, word_list=str(words), top_n=5,
+                                          min_score=float("-inf"), cache_dir=str(root / "banks"), device="cpu"))
+    return built
+
+
+def text_reference(lab, words) -> torch.Tensor:
+    """Each backend's own text tower on every word at full context length, in one batch."""
+    if lab.backend == "open_clip":
+        return lab.model.encode_text(lab.tokenizer(list(words)))
+    length = lab.text_model.config.text_config.max_position_embeddings
+    enc = lab.tokenizer(list(words), padding="max_length", max_length=length, return_tensors="pt")
+    out = lab.text_model.get_text_features(input_ids=enc["input_ids"])
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 LABELERS.import_from_location()
@@ -35,7 +52,7 @@ KINDS = sorted(LABELERS.module_dict)
 
 
 def test_registry_lists_both():
-    assert {"CLIPTopNLabeler", "SigLIPTopNLabeler"} <= set(KINDS)
+    assert {"CLIPTopNLabeler", "SigLIPTopNLabeler", "HFCLIPTopNLabeler", "HFSigLIPTopNLabeler"} <= set(KINDS)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -59,7 +76,7 @@ def test_labels_equal_brute_force_reference(built, tiny, kind):
     images = tiny.images(2, 32, seed=3)
     dense = lab.encode_patches(images).double()
     # reference: the text tower run here on every word, full context, then a full sort
-    text = lab.model.encode_text(lab.tokenizer(list(tiny.words))).double()
+    text = text_reference(lab, tiny.words).double()
     sims = torch.nn.functional.normalize(dense, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).t()
     if lab.negate:
         sims = -sims

@@ -12,7 +12,7 @@ DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 @pytest.fixture(scope="session")
 def demo_checkpoint(tmp_path_factory):
-    """The demo trained for 2 iterations with a small word list (the captions' words).
+    """The demo trained for 2 iterations with a small word list (the captions' words), validated at the end.
 
     Returns dict(base, data, ckpt): ``data`` holds the demo photographs under ``images/``.
     """
@@ -25,6 +25,7 @@ def demo_checkpoint(tmp_path_factory):
     words.write_text("\n".join(_caption_words()) + "\n")
     work = base / "work"
     train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2",
-           "train_dataloader.batch_size=2", f"model.aligner.labeler.word_list={words}"])
+           "train_dataloader.batch_size=2", f"model.aligner.labeler.word_list={words}",
+           "train_cfg.val_interval=2", "train_cfg.val_begin=2"])
     yield dict(base=base, data=base / "data", ckpt=str(work / "iter_2.pth"))
     mp.undo()

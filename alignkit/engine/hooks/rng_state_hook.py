@@ -15,8 +15,11 @@ right after a checkpoint: so the hook runs the validation loop on a fork of
 every generator (torch CPU and accelerator, numpy, Python), put back when the
 loop ends. Training then draws the same numbers whether or not, and however
 often, it validates, and a resumed run continues the uninterrupted run's
-stream bitwise. With ``num_workers > 0`` data transforms draw in the workers,
-whose seeds mmengine already derives from the run's seed.
+stream bitwise. On resume, mmengine's iteration-based loop replays the batches
+it already trained on; with ``num_workers=0`` their random transforms draw from
+the training process's generators, so the state is put back after that replay,
+just before the first new batch. With ``num_workers > 0`` data transforms draw
+in the workers, whose seeds mmengine already derives from the run's seed.
 
 Several processes: only the process that writes the checkpoint (rank 0) is
 saved. With ``randomness.diff_rank_seed=False`` (the default) every rank seeds
@@ -89,6 +92,33 @@ def _fork_loop(loop) -> None:
     loop.run = run_forked
 
 
+class _RestoreAfterReplay:
+    """A train loop's data iterator that puts the generators' state back after the first ``replay`` batches.
+
+    mmengine resumes an iteration-based run by drawing the ``replay`` batches it
+    already trained on again; with ``num_workers=0`` their random transforms (and
+    the dataset's random replacement of a bad sample) draw from the training
+    process's generators. The checkpoint's state belongs after those draws, just
+    before the next new batch, so that is where it is restored.
+    """
+
+    def __init__(self, iterator, replay: int, state: dict) -> None:
+        self._iterator, self._replay, self._state = iterator, replay, state
+
+    def __next__(self):
+        if self._replay == 0 and self._state is not None:
+            _set_state(self._state)
+            self._state = None
+        self._replay -= 1
+        return next(self._iterator)
+
+    def __iter__(self):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)
+
+
 @HOOKS.register_module()
 class RNGStateHook(Hook):
     """Save the generators' state in each checkpoint, restore it when a resumed run starts, fork it for validation.
@@ -126,4 +156,9 @@ class RNGStateHook(Hook):
                 level=logging.WARNING,
             )
             return
-        _set_state(state)
+        loop = runner.train_loop
+        if runner.iter > 0 and getattr(loop, "dataloader_iterator", None) is not None:
+            # IterBasedTrainLoop replays runner.iter batches after before_train: restore after them.
+            loop.dataloader_iterator = _RestoreAfterReplay(loop.dataloader_iterator, runner.iter, state)
+        else:
+            _set_state(state)

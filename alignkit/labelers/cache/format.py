@@ -313,7 +313,9 @@ def read_manifest(root: str | os.PathLike) -> dict:
 
 
 # --- image transforms ----------------------------------------------------------
-TRANSFORM_KEYS = ("image_size", "mean", "std", "resize_mode", "interpolation", "pad_to_square")
+# "backend": transformers' and open_clip's processors round resized sizes differently (a one-pixel crop shift on
+# some images), so a processor naming its backend differs from one that does not (open_clip's).
+TRANSFORM_KEYS = ("image_size", "mean", "std", "resize_mode", "interpolation", "pad_to_square", "backend")
 
 
 def transform_spec(desc: Mapping) -> dict:

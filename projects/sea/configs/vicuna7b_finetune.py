@@ -1,12 +1,12 @@
-# Stage 2 (instruction tuning, LLaVA-1.5 preset, SEA off) of lmsys/vicuna-7b-v1.5, from vicuna7b.py's adapter.
-# Needs (downloaded from the hubs, or local paths through the environment variables):
-#   lmsys/vicuna-7b-v1.5 (VICUNA7B_PATH), open_clip 'ViT-L-14-336' / 'openai' (CLIP_L336_WEIGHTS), LLaVA-Instruct mix665k (LLAVA_INSTRUCT_ROOT).
-_base_ = [
-    './_base_/models/llava_clip_l336.py', './_base_/models/llms.py', './_base_/datasets/llava_instruct.py',
-    './_base_/schedules/stage2.py', './_base_/default_runtime.py',
-]
-# The stage-1 artifact (written by AdapterArtifactHook); set STAGE1_ADAPTER for another run's.
+# Stage 2 (instruction tuning, LLaVA-1.5 preset, SEA off) of lmsys/vicuna-7b-v1.5 from vicuna7b.py's adapter, on
+# transformers' CLIP ViT-L/14-336 with LLaVA-1.5's pad-to-square (mean-colour canvas) before CLIPImageProcessor.
+# Needs (hubs, or local paths through the environment variables):
+#   lmsys/vicuna-7b-v1.5 (VICUNA7B_PATH), openai/clip-vit-large-patch14-336 (CLIP_L336_HF), LLaVA-Instruct mix665k (LLAVA_INSTRUCT_ROOT).
+_base_ = ['./vicuna7b_openclip_finetune.py', './_base_/models/hf_clip_l336.py']
 stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/vicuna7b/adapter.safetensors}}'
-model = dict(llm={{_base_.vicuna7b}}, tokenizer={{_base_.vicuna7b_tokenizer}}, adapter_weights=stage1_adapter,
-             trainable=['adapter', 'llm'], gradient_checkpointing=True)
-train_dataloader = dict(dataset=dict(tokenizer={{_base_.vicuna7b_tokenizer}}, template='vicuna_v1'))
+model = dict(vision_encoder=dict(_delete_=True, type='HFVisionEncoder', model_name={{_base_.clip_hf}},
+                                 config={{_base_.clip_hf_config}}, feature_layer=-2),
+             adapter_weights=stage1_adapter)
+train_dataloader = dict(dataset=dict(
+    image_processor=dict(_delete_=True, type='HFImageProcessor', model_name={{_base_.clip_hf}}, pad_to_square=True),
+))

@@ -3,7 +3,7 @@
 # Needs (downloaded from the hubs, or local paths through the environment variables):
 #   lmsys/vicuna-7b-v1.5 (VICUNA7B_PATH), open_clip 'ViT-SO400M-14-SigLIP-384' / 'webli'
 #   (SIGLIP384_WEIGHTS; its tokenizer comes from the Hugging Face hub), LLaVA-Pretrain (LLAVA_PRETRAIN_ROOT).
-_base_ = ['./vicuna7b.py']
+_base_ = ['./vicuna7b_openclip.py']
 siglip_weights = '{{$SIGLIP384_WEIGHTS:webli}}'
 model = dict(
     vision_encoder=dict(model_name='ViT-SO400M-14-SigLIP-384', pretrained=siglip_weights),

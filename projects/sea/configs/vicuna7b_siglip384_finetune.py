@@ -2,7 +2,7 @@
 # from vicuna7b_siglip384.py's adapter.
 # Needs: lmsys/vicuna-7b-v1.5 (VICUNA7B_PATH), open_clip 'ViT-SO400M-14-SigLIP-384' / 'webli'
 #   (SIGLIP384_WEIGHTS), LLaVA-Instruct mix665k (LLAVA_INSTRUCT_ROOT).
-_base_ = ['./vicuna7b_finetune.py']
+_base_ = ['./vicuna7b_openclip_finetune.py']
 siglip_weights = '{{$SIGLIP384_WEIGHTS:webli}}'
 stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/vicuna7b_siglip384/adapter.safetensors}}'
 model = dict(

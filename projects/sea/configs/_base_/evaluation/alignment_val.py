@@ -8,8 +8,9 @@
 #                                                                   # SEA configs label with the aligner's labeler
 val_interval = 500
 val_ann_file = '{{$LLAVA_PRETRAIN_VAL_ANN:blip_laion_cc_sbu_558k_val.json}}'
-# SEA's labeler (sea_clip_l336.py): a baseline measured with it is scored on the same labels as SEA.
-eval_labeler = dict(type='CLIPTopNLabeler', word_list=None, top_n=10, min_score=0.0, negate=True)
+# SEA's labeler (sea_hf_clip_l336.py, vicuna7b.py's): a baseline measured with it is scored on the same labels as
+# SEA. Leaves on the open_clip tower use dict(type='CLIPTopNLabeler', ...) and OpenCLIPImageProcessor instead.
+eval_labeler = dict(type='HFCLIPTopNLabeler', word_list=None, top_n=10, min_score=0.0, negate=True)
 val_dataloader = dict(
     batch_size=16,
     num_workers=4,
@@ -24,7 +25,8 @@ val_dataloader = dict(
         template='plain',
         max_length=2048,
         image_token_length=576,  # P of CLIP-L/336; SigLIP-384 configs set 729
-        image_processor=dict(type='OpenCLIPImageProcessor', model_name='ViT-L-14-336', pretrained='openai'),
+        image_processor=dict(type='HFImageProcessor',
+                             model_name='{{$CLIP_L336_HF:openai/clip-vit-large-patch14-336}}'),
     ),
 )
 val_evaluator = dict(type='AlignmentMetric', ks=[1, 5])

@@ -1,0 +1,13 @@
+# Stage 2 (instruction tuning, LLaVA-1.5 preset, SEA off) of lmsys/vicuna-7b-v1.5 on the open_clip tower,
+# from vicuna7b_openclip.py's adapter.
+# Needs (downloaded from the hubs, or local paths through the environment variables):
+#   lmsys/vicuna-7b-v1.5 (VICUNA7B_PATH), open_clip 'ViT-L-14-336' / 'openai' (CLIP_L336_WEIGHTS), LLaVA-Instruct mix665k (LLAVA_INSTRUCT_ROOT).
+_base_ = [
+    './_base_/models/llava_clip_l336.py', './_base_/models/llms.py', './_base_/datasets/llava_instruct.py',
+    './_base_/schedules/stage2.py', './_base_/default_runtime.py',
+]
+# The stage-1 artifact (written by AdapterArtifactHook); set STAGE1_ADAPTER for another run's.
+stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/vicuna7b_openclip/adapter.safetensors}}'
+model = dict(llm={{_base_.vicuna7b}}, tokenizer={{_base_.vicuna7b_tokenizer}}, adapter_weights=stage1_adapter,
+             trainable=['adapter', 'llm'], gradient_checkpointing=True)
+train_dataloader = dict(dataset=dict(tokenizer={{_base_.vicuna7b_tokenizer}}, template='vicuna_v1'))

@@ -1,0 +1,14 @@
+"""A checkpoint's alignment metrics: ``python tools/test.py CONFIG_OR_CHECKPOINT [CHECKPOINT] [--out m.json]``.
+
+A shim over ``alignkit.cli.test.main`` (see there). Run from a checkout it
+imports the checkout's ``alignkit``, installed or not.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alignkit.cli.test import main  # after sys.path, on purpose
+
+if __name__ == "__main__":
+    main()
