@@ -12,6 +12,7 @@ distribution over ranks and the progress report; the writer owns the files. The 
         batch_size=64,     # images per labeler forward pass
         num_workers=4,     # DataLoader decoding processes (0: decode in the main process)
         shard_size=4096,   # image rows per shard (the unit of resume and of rank splitting)
+        # optional, as in training (LLaVADataset): allow_outside_root=False, max_image_pixels, max_image_aspect
     )
 
 Guarantees:
@@ -24,6 +25,9 @@ Guarantees:
   a killed run finishes with output byte-identical to an uninterrupted one.
 - **Data-parallel.** Under ``torchrun`` rank ``r`` takes shards ``i % world == r``;
   rank 0 writes ``failures.jsonl`` and the final manifest after a barrier.
+- **Images as in training.** Opened by ``alignkit.datasets.image_io.open_image``
+  with the same rules (16-bit and alpha converted, bounded pixels and aspect,
+  paths confined to ``image_folder``); a failure's reason is training's skip reason.
 - **No silent drops.** A missing or unreadable image is skipped, warned about,
   written to ``failures.jsonl`` with its path and reason and counted in the
   summary; rows without ``"image"`` (text-only) are counted as "no image".
@@ -44,7 +48,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -52,9 +56,10 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from alignkit.cli import console
+from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.labelers.cache import FAILURES, LabelCacheWriter, ShardRecord, new_manifest, sha256_file
 from alignkit.labelers.cache.writer import rejection
 from alignkit.registry import LABELERS
@@ -75,13 +80,17 @@ class LabelDataSettings:
     batch_size: int = 64
     num_workers: int = 4
     shard_size: int = 4096
+    # The image rules of training (alignkit.datasets.image_io.open_image, LLaVADataset's same-named options).
+    allow_outside_root: bool = False
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_aspect: float = DEFAULT_MAX_ASPECT
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LabelDataSettings":
         if "label_data" not in cfg:
             raise ValueError("config has no `label_data`; expected dict(ann_file=..., image_folder=..., ...)")
         raw = dict(cfg.label_data)
-        known = ("ann_file", "image_folder", "batch_size", "num_workers", "shard_size")
+        known = tuple(f.name for f in fields(cls))
         unknown = sorted(set(raw) - set(known))
         if unknown:
             raise ValueError(f"label_data has unknown key(s) {unknown}; valid keys are {list(known)}")
@@ -93,7 +102,15 @@ class LabelDataSettings:
             v = getattr(settings, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
+        if not isinstance(settings.allow_outside_root, bool):
+            raise ValueError(f"label_data.allow_outside_root must be True or False, got {settings.allow_outside_root!r}")
         return settings
+
+    @property
+    def image_rules(self) -> dict:
+        """``open_image``'s keyword arguments (recorded in the manifest: they decide which images fail)."""
+        return dict(allow_outside_root=self.allow_outside_root, max_pixels=self.max_image_pixels,
+                    max_aspect=self.max_image_aspect)
 
 
 # --- the annotation file -----------------------------------------------------
@@ -102,6 +119,7 @@ class ImageRow(NamedTuple):
     id: str  # the sample id (str of the JSON "id")
     image: str  # the JSON "image" value
     path: str  # image_folder joined with it
+    root: str | None = None  # the folder reads are confined to (None: path is read as it is)
 
 
 def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, int]:
@@ -132,33 +150,35 @@ def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, in
         if sid in seen:
             raise ValueError(f"{ann_file}: duplicate sample id {sid!r} in rows {seen[sid]} and {r}; ids must be unique")
         seen[sid] = r
-        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image)))
+        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image), image_folder))
     return rows, len(data), no_image
 
 
 class LlavaImageDataset(Dataset):
     """Decodes the images of ``rows``: ``(index, Float[3, S, S] or None, reason or None)``.
 
-    A failure is returned, not raised, so that one bad file never kills a
-    DataLoader worker (and with it the run).
+    Images are opened as training opens them (``open_image``: 16-bit and alpha
+    converted, memory bounded by ``max_pixels``/``max_aspect``, paths confined to
+    the row's ``root`` unless ``allow_outside_root``). A failure is returned, not
+    raised, so that one bad file never kills a DataLoader worker (and with it the run).
     """
 
-    def __init__(self, rows: Sequence[ImageRow], transform) -> None:
+    def __init__(self, rows: Sequence[ImageRow], transform, **image_rules) -> None:
         self.rows = rows
         self.transform = transform
+        self.image_rules = image_rules  # open_image's allow_outside_root, max_pixels, max_aspect
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int):
-        path = self.rows[index].path
-        if not os.path.isfile(path):
-            return index, None, "file not found"
+        row = self.rows[index]
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")  # forces the full decode: truncation shows up here
+            image = open_image(row.image if row.root is not None else row.path, root=row.root, **self.image_rules)
             return index, self.transform(image), None
-        except Exception as e:  # any decode/transform error of one file is that file's failure
+        except ImageError as e:  # the reason is training's skip reason
+            return index, None, f"{e.reason}: {e.detail}"
+        except Exception as e:  # any transform error of one file is that file's failure
             return index, None, f"{type(e).__name__}: {e}"
 
 
@@ -256,7 +276,7 @@ def _clock(seconds: float) -> str:
 
 # --- the run -----------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description="Write the offline patch-label cache of a LLaVA-format dataset.")
+    p = argparse.ArgumentParser(description="Write the offline patch-label cache of a LLaVA-format dataset.")
     p.add_argument("config", help="mmengine config with `labeler` and `label_data`")
     p.add_argument("--out", required=True, help="cache directory (created; rerun the same command to resume)")
     p.add_argument(
@@ -357,6 +377,7 @@ def _run(args, cfg: Config, data: LabelDataSettings, rank: int, world: int) -> i
             "num_rows": num_rows,
             "num_images": len(rows),
             "num_no_image": no_image,
+            "image_rules": data.image_rules,
         },
         shard_size=data.shard_size,
         num_images=len(rows),
@@ -437,7 +458,7 @@ def _label_shards(labeler, device, data, rows, writer, todo, done, args, rank, w
             batch_shard.append(i)
     last_batch = {s: n for n, s in enumerate(batch_shard)}
     loader = DataLoader(
-        LlavaImageDataset(rows, labeler.transform),
+        LlavaImageDataset(rows, labeler.transform, **data.image_rules),
         batch_sampler=batches,
         num_workers=data.num_workers,
         collate_fn=collate_images,
@@ -485,6 +506,8 @@ def _human_bytes(n: int) -> str:
         size /= 1024
     return f"{size:.1f} {unit}"
 
+
+cli = console(main)  # the console script alignkit-extract-labels
 
 if __name__ == "__main__":
     sys.exit(main())

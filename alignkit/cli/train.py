@@ -50,8 +50,10 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
+from alignkit.cli import console, plain
 import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's registry tree)
 from alignkit.engine.compat import apply_compat
+from alignkit.engine.hooks import require_hooks
 from alignkit.project_configs import find_config
 
 LAUNCHERS = ("none", "pytorch", "slurm")
@@ -62,7 +64,7 @@ _calls = itertools.count()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tools/train.py", description="Train a model from an mmengine config.")
+    parser = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a config file, or a packaged config such as sea/vicuna7b.py")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default: ./work_dirs/<config stem>)")
     parser.add_argument(
@@ -100,7 +102,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.setdefault("default_scope", "alignkit")
     cfg.launcher = args.launcher
-    _require_hooks(cfg)
+    require_hooks(cfg, REQUIRED_HOOKS)
 
     stem = Path(args.config).stem
     if args.work_dir is not None:
@@ -137,13 +139,6 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.experiment_name = name if call == 0 else f"{name}-{call}"
     cfg.setdefault("env_cfg", dict(dist_cfg=dict(backend="nccl")))
     return cfg
-
-
-def _require_hooks(cfg: Config) -> None:
-    """Append each of ``REQUIRED_HOOKS`` the config does not list (as ``Name`` or ``scope.Name``)."""
-    hooks = list(cfg.get("custom_hooks") or [])
-    listed = {str(h.get("type", "")).rsplit(".", 1)[-1] for h in hooks if isinstance(h, dict)}
-    cfg.custom_hooks = [*hooks, *(dict(type=name) for name in REQUIRED_HOOKS if name not in listed)]
 
 
 def world_size() -> int:
@@ -219,6 +214,8 @@ def main(argv: Sequence[str] | None = None):
         _close_log_files(runner)
     return runner
 
+
+cli = console(main)  # the console script alignkit-train
 
 if __name__ == "__main__":
     main()

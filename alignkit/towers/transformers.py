@@ -38,7 +38,6 @@ tensor in 4.x, a ``BaseModelOutputWithPooling`` in 5.x); both are handled here
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -349,23 +348,6 @@ def text_embed_dim(model) -> int:
         f"{type(model).__name__} has no text projection (CLIP text_projection / SigLIP head); load a CLIPModel, "
         "SiglipModel, CLIPTextModelWithProjection or SiglipTextModel"
     )
-
-
-@dataclass(frozen=True)
-class TowerInfo:
-    """What the rest of alignkit needs to know about a transformers tower."""
-
-    kind: str
-    grid: tuple[int, int]
-    image_size: tuple[int, int]
-    vision_dim: int
-    num_blocks: int
-    num_prefix_tokens: int
-
-
-def tower_info(model) -> TowerInfo:
-    return TowerInfo(model_kind(model), tower_grid(model), tower_image_size(model), tower_width(model),
-                     num_blocks(model), num_prefix_tokens(model))
 
 
 # --------------------------------------------------------------------------- the mode table

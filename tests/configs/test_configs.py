@@ -17,7 +17,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs"
 LEAVES = sorted(p.name for p in CONFIGS.glob("*.py"))
 
 # E of each LLM (its hidden size) and P of each tower, as the paper's models have them.
-E = {"vicuna7b": 4096, "vicuna13b": 5120, "gemma2b": 2048, "phi3_mini": 3072, "llama3_8b": 4096, "demo": 64}
+E = {"vicuna7b": 4096, "vicuna13b": 5120, "gemma2b": 2048, "phi3_mini": 3072, "llama3_8b": 4096, "demo": 64,
+     "demo_smollm2": 576}
+P_DEMO = {"demo": 64, "demo_smollm2": 16}  # the demo CLIP at 64 px and at 32 px, 8 px patches
 P_CLIP_L336, P_SIGLIP384 = 24 * 24, 27 * 27
 
 
@@ -31,7 +33,8 @@ PAPER_ROWS = (
     "vicuna7b_finetune_ve", "llava15_vicuna7b_finetune_ve",
     # Table 2's Vicuna-7B rows on the open_clip tower (the defaults run transformers' CLIP, as LLaVA-1.5 does)
     "vicuna7b_openclip", "llava15_vicuna7b_openclip", "vicuna7b_openclip_finetune",
-    "demo_tiny",
+    # the offline demos
+    "demo_tiny", "demo_smollm2", "demo_smollm2_finetune",
 )
 
 
@@ -53,8 +56,8 @@ def expected(name: str) -> dict:
     else:
         trainable = {"adapter"} if baseline else {"adapter", "aligner"}
     return dict(
-        E=E[llm], P=P_SIGLIP384 if siglip else (64 if llm == "demo" else P_CLIP_L336),
-        D=1152 if siglip else (64 if llm == "demo" else 1024),
+        E=E[llm], P=P_SIGLIP384 if siglip else P_DEMO.get(llm, P_CLIP_L336),
+        D=1152 if siglip else (64 if llm in P_DEMO else 1024),
         sea=not stage2 and not baseline, trainable=trainable, tune_ve=tune_ve, prime=prime, stage2=stage2,
     )
 
@@ -100,7 +103,7 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
         assert aligner.samplers[1]["window"] == 2
 
 
-@pytest.mark.parametrize("name", [n for n in LEAVES if n != "demo_tiny.py"])
+@pytest.mark.parametrize("name", [n for n in LEAVES if not n.startswith("demo_")])
 def test_schedule_is_the_llava15_preset(name):
     cfg = Config.fromfile(str(CONFIGS / name))
     want = expected(name)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -178,8 +179,8 @@ def test_failures_are_listed_counted_and_refused(setup, capsys):
     assert [(f["row"], f["id"], f["image"]) for f in lines] == [
         (3, "000000003", "00000/missing.jpg"), (5, "000000005", "00001/truncated.jpg")]
     assert lines[0]["path"] == os.path.join(str(setup["folder"]), "00000/missing.jpg")
-    assert lines[0]["reason"] == "file not found"
-    assert re.search("truncat", lines[1]["reason"], re.I), lines[1]["reason"]
+    assert lines[0]["reason"] == "missing_image: does not exist"  # training's skip reasons
+    assert re.match(r"unreadable_image: .*truncat", lines[1]["reason"], re.I), lines[1]["reason"]
 
     cache = LabelCache(setup["out"])
     with pytest.raises(KeyError, match=r"'000000005'.*failures\.jsonl.*truncated\.jpg"):
@@ -201,7 +202,7 @@ def test_failures_are_listed_counted_and_refused(setup, capsys):
 def test_warnings_name_each_failure_and_no_bar_without_tty(setup, tmp_path, capsys):
     assert run(setup["config"], tmp_path / "out") == 0
     err = capsys.readouterr().err
-    assert "skipping row 3 (id '000000003')" in err and "file not found" in err
+    assert "skipping row 3 (id '000000003')" in err and "missing_image: does not exist" in err
     assert "skipping row 5 (id '000000005')" in err
     assert "img/s" not in err  # no tqdm bar: stderr is not a terminal here
     assert "shard 3/3: 2 labelled, 0 failed" in err  # one line per shard instead
@@ -259,6 +260,35 @@ def test_nothing_to_label_is_an_error_and_writes_nothing(setup, tmp_path, rows):
     with pytest.raises(ValueError, match=rf"nothing to label: {len(rows)} row\(s\), {len(rows)} of them without an image"):
         run(_config_with(setup, tmp_path, rows), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_images_follow_the_rules_of_training(setup, tmp_path):
+    """16-bit grayscale labelled as its 8-bit self (not as white); a path out of image_folder and a
+    3000x1 strip are counted failures under training's skip reasons; allow_outside_root opts out."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    g8 = (np.arange(36 * 48).reshape(36, 48) * 7 % 256).astype(np.uint8)
+    Image.fromarray(g8.astype(np.uint16) * 257).save(folder / "gray16.png")  # mode I;16: 0..65535
+    assert Image.open(folder / "gray16.png").mode in ("I;16", "I")
+    Image.fromarray(g8).convert("RGB").save(tmp_path / "outside.png")
+    Image.new("RGB", (3000, 1), (200, 10, 10)).save(folder / "strip.png")
+    rows = [{"id": "gray16", "image": "gray16.png"}, {"id": "outside", "image": "../outside.png"},
+            {"id": "strip", "image": "strip.png"}]
+    config = _config_with(setup, tmp_path, rows, image_folder=str(folder))
+    assert run(config, tmp_path / "out", "--min-success", "0") == 0
+    reasons = {json.loads(x)["id"]: json.loads(x)["reason"] for x in (tmp_path / "out" / FAILURES).read_text().splitlines()}
+    assert sorted(reasons) == ["outside", "strip"]
+    assert reasons["outside"].startswith("image_outside_root: ") and reasons["strip"].startswith("image_too_large: ")
+
+    labeler = build_labeler(setup["labeler"])
+    expected = labeler(labeler.transform(Image.fromarray(g8).convert("RGB"))[None])  # the 8-bit image, directly
+    got = LabelCache(tmp_path / "out")["gray16"]
+    assert torch.equal(got.words, expected.words)
+    torch.testing.assert_close(got.scores, expected.scores, rtol=2**-11, atol=1e-6)
+
+    config = _config_with(setup, tmp_path, rows, image_folder=str(folder), allow_outside_root=True)
+    assert run(config, tmp_path / "opted-out", "--min-success", "0") == 0
+    assert "outside" in LabelCache(tmp_path / "opted-out")
 
 
 # --- resume -----------------------------------------------------------------------
