@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alignkit.cli.chat import main  # after the sys.path line above, on purpose
+from alignkit.cli.chat import cli  # after the sys.path line above, on purpose
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

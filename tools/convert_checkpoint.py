@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alignkit.cli.convert_checkpoint import main  # noqa: E402
+from alignkit.cli.convert_checkpoint import cli  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

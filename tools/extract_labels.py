@@ -6,7 +6,7 @@ torchrun --nproc_per_node 8 tools/extract_labels.py CONFIG --out DIR
 
 import sys
 
-from alignkit.cli.extract_labels import main
+from alignkit.cli.extract_labels import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

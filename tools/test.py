@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alignkit.cli.test import main  # after sys.path, on purpose
+from alignkit.cli.test import cli  # after sys.path, on purpose
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

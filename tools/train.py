@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alignkit.cli.train import main  # after the sys.path line above, on purpose
+from alignkit.cli.train import cli  # after the sys.path line above, on purpose
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

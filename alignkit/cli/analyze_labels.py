@@ -37,6 +37,7 @@ import torch
 from mmengine.config import Config, DictAction
 from torch.utils.data import DataLoader
 
+from alignkit.cli import console, plain
 from alignkit.cli.common import (
     ImageRow,
     LabelDataSettings,
@@ -343,7 +344,7 @@ def plot_all(stats: LabelStats, summary: dict, out: Path, title: str, bins: int)
 
 # --- main --------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"tools/{PROG}.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a label cache directory (extract_labels --out) or a config (.py)")
     p.add_argument("--out", required=True, help="output directory (refused if it holds files, unless --force)")
     p.add_argument("--force", action="store_true", help="write into an --out that already holds files")
@@ -410,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{PROG}: skipped {len(failures)} unreadable image(s), listed in {out / 'summary.json'}", file=sys.stderr)
     return summary
 
+
+cli = console(main)  # the console script alignkit-analyze-labels
 
 if __name__ == "__main__":
     main()

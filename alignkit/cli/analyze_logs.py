@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from alignkit.cli import console, plain
+
 DEFAULT_KEYS = ("loss", "loss_lm", "loss_align", "align_temperature")
 
 
@@ -102,8 +104,7 @@ def plot(runs: dict[str, dict], keys: Sequence[str], out: str, title: str | None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Plot training curves (loss, loss_align, temperature, alignment "
-                                            "metrics) from one or more runs' scalars.json.")
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="a work dir, a run folder or a scalars.json")
     p.add_argument("--keys", nargs="+", metavar="KEY", help="what to plot (default: losses, temperature, align/*)")
     p.add_argument("--legend", nargs="+", metavar="NAME", help="one name per RUN (default: the folder names)")
@@ -136,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"wrote {args.out}")
     return {name: {k: series[k] for k in keys if k in series} for name, series in runs.items()}
 
+
+cli = console(main)  # the console script alignkit-analyze-logs
 
 if __name__ == "__main__":
     main()

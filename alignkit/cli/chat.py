@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from mmengine.config import DictAction
 
+from alignkit.cli import console, plain
 from alignkit.cli.common import load_model_and_source
 from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
 from alignkit.datasets.templates import get_template, tokenize_with_image
@@ -72,7 +73,7 @@ def answer(model, pixels: torch.Tensor, input_ids: torch.Tensor, max_new_tokens:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tools/chat.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
     p.add_argument("--image", required=True, help="the image to ask about")
     p.add_argument("--question", default="Describe the image briefly.", help="the question (default: a description)")
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     ids = prompt_ids(model.tokenizer, template, args.question)
     return answer(model, pixels, ids, args.max_new_tokens, stream=sys.stdout)
 
+
+cli = console(main)  # the console script alignkit-chat
 
 if __name__ == "__main__":
     main()

@@ -19,11 +19,12 @@ import json
 import os
 from typing import Sequence
 
+from alignkit.cli import console, plain
 from alignkit.export.llava_projector import to_alignkit, to_llava
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    p = argparse.ArgumentParser(prog="tools/convert_checkpoint.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="adapter.safetensors or an mmengine checkpoint (--to llava); mm_projector.bin (--to alignkit)")
     p.add_argument("dst", help="output file")
     p.add_argument("--to", choices=("llava", "alignkit"), default="llava")
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         print(f"wrote {args.dst} (alignkit adapter artifact from LLaVA {kind})")
     return args.dst
 
+
+cli = console(main)  # the console script alignkit-convert-checkpoint
 
 if __name__ == "__main__":
     main()

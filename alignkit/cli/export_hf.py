@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from mmengine.config import DictAction
 
+from alignkit.cli import console, plain
 from alignkit.cli.common import load_model_and_source
 from alignkit.export.artifact import adapter_config
 from alignkit.export.hf import build_llava, image_processor_of, template_of, write_llava
@@ -90,7 +91,7 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tools/export_hf.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
     p.add_argument("out_dir", help="the folder to write (must not exist, unless --force)")
     p.add_argument("--config", help="the config the checkpoint was trained with (default: the model description stored in the checkpoint)")
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     print(f"wrote {out} (Hugging Face LlavaForConditionalGeneration + processor, and mm_projector.bin)")
     return out
 
+
+cli = console(main)  # the console script alignkit-export-hf
 
 if __name__ == "__main__":
     main()

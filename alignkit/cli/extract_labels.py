@@ -57,6 +57,7 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from torch.utils.data import DataLoader
 
+from alignkit.cli import console
 from alignkit.cli.common import LabelDataSettings, LlavaImageDataset, collate_images, load_rows
 from alignkit.labelers.cache import FAILURES, LabelCacheWriter, ShardRecord, new_manifest, sha256_file
 from alignkit.labelers.cache.writer import rejection
@@ -153,7 +154,7 @@ def _clock(seconds: float) -> str:
 
 # --- the run -----------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description="Write the offline patch-label cache of a LLaVA-format dataset.")
+    p = argparse.ArgumentParser(description="Write the offline patch-label cache of a LLaVA-format dataset.")
     p.add_argument("config", help="mmengine config with `labeler` and `label_data`")
     p.add_argument("--out", required=True, help="cache directory (created; rerun the same command to resume)")
     p.add_argument(
@@ -383,6 +384,8 @@ def _human_bytes(n: int) -> str:
         size /= 1024
     return f"{size:.1f} {unit}"
 
+
+cli = console(main)  # the console script alignkit-extract-labels
 
 if __name__ == "__main__":
     sys.exit(main())

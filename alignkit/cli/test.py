@@ -22,6 +22,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+from alignkit.cli import console, plain
 import alignkit.registry  # noqa: F401  (the 'alignkit' scope)
 from alignkit.cli.common import load_weights, resolve
 from alignkit.engine.compat import apply_compat
@@ -30,7 +31,7 @@ from alignkit.project_configs import find_config
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Evaluate a checkpoint: the config's test (else validation) metrics.")
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="the config (a file, or a packaged name such as sea/demo_tiny.py)")
     p.add_argument("checkpoint", help="the checkpoint (iter_N.pth)")
     p.add_argument("--work-dir", help="where the test logs go (default: ./work_dirs/test_<config stem>)")
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         Path(args.out).write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics
 
+
+cli = console(main)  # the console script alignkit-test
 
 if __name__ == "__main__":
     main()

@@ -50,6 +50,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
+from alignkit.cli import console, plain
 import alignkit.registry  # noqa: F401  (puts the 'alignkit' scope in mmengine's registry tree)
 from alignkit.engine.compat import apply_compat
 from alignkit.engine.hooks import require_hooks
@@ -63,7 +64,7 @@ _calls = itertools.count()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tools/train.py", description="Train a model from an mmengine config.")
+    parser = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a config file, or a packaged config such as sea/vicuna7b.py")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default: ./work_dirs/<config stem>)")
     parser.add_argument(
@@ -213,6 +214,8 @@ def main(argv: Sequence[str] | None = None):
         _close_log_files(runner)
     return runner
 
+
+cli = console(main)  # the console script alignkit-train
 
 if __name__ == "__main__":
     main()

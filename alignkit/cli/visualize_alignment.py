@@ -41,6 +41,7 @@ import torch
 from mmengine.config import DictAction
 from PIL import Image
 
+from alignkit.cli import console, plain
 from alignkit.cli.common import check_out_dir, is_config, load_model_and_source
 from alignkit.datasets.image_io import ImageError, open_image
 from alignkit.engine.metrics.functional import (
@@ -200,7 +201,7 @@ def labeler_and_table(model, labeler_cfg: dict | None):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"tools/{PROG}.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a checkpoint (iter_N.pth; its config is found next to it) or a config (.py)")
     p.add_argument("images", nargs="+", help="[CHECKPOINT] IMAGE...: a checkpoint after a config, then the images")
     p.add_argument("--out", required=True, help="output directory (refused if it holds files, unless --force)")
@@ -314,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"{PROG}: skipped {len(skipped)} unreadable image(s), listed in {out / 'summary.json'}", file=sys.stderr)
     return summary
 
+
+cli = console(main)  # the console script alignkit-visualize-alignment
 
 if __name__ == "__main__":
     main()

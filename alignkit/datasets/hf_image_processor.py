@@ -97,6 +97,11 @@ class HFImageProcessor:
         self.std = tuple(float(s) for s in processor.image_std)
         # LLaVA's background: tuple(int(x * 255) for x in image_processor.image_mean).
         self.fill = tuple(int(m * 255) for m in self.mean)
+        # OpenCLIPImageProcessor's names for the same settings (label-cache checks, export).
+        size = dict(processor.size) if getattr(processor, "do_resize", True) else None
+        self.resize_mode = "none" if size is None else ("shortest" if "shortest_edge" in size else "squash")
+        resample = getattr(processor, "resample", None)
+        self.interpolation = None if resample is None else _RESAMPLE_NAMES.get(int(resample), str(resample))
 
     @staticmethod
     def _load(name: str):
@@ -149,24 +154,16 @@ class HFImageProcessor:
         are not equal pixels.
         """
         p = self.processor
-        resample = getattr(p, "resample", None)
-        size = dict(p.size) if getattr(p, "do_resize", True) else None
-        if size is None:
-            resize_mode = "none"
-        elif "shortest_edge" in size:
-            resize_mode = "shortest"  # shortest side to the size, then the centre crop
-        else:
-            resize_mode = "squash"  # straight to (height, width)
         return dict(
             backend="transformers",
             image_size=list(self.image_size),
             mean=list(self.mean),
             std=list(self.std),
-            resize_mode=resize_mode,
-            interpolation=_RESAMPLE_NAMES.get(int(resample), str(resample)) if resample is not None else None,
+            resize_mode=self.resize_mode,
+            interpolation=self.interpolation,
             pad_to_square=self.pad_to_square,
             processor=f"{self.family}_pil",
-            resize=size,
+            resize=dict(p.size) if getattr(p, "do_resize", True) else None,
             crop=dict(p.crop_size) if getattr(p, "do_center_crop", False) else None,
             rescale_factor=float(p.rescale_factor) if getattr(p, "do_rescale", True) else None,
             normalize=bool(getattr(p, "do_normalize", True)),

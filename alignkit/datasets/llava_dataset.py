@@ -74,13 +74,6 @@ def _build_image_processor(processor):
     return processor
 
 
-def _text_id(value: Any, index: int) -> str:
-    """A row id as text: ints and floats as ``str``; anything else (a list, a dict) by its row index."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return f"row-{index}"
-
-
 class _FileLevel(Exception):
     """Carries an error of a whole file (the label cache) through ``prepare_data``'s per-row catch."""
 
@@ -273,8 +266,7 @@ class LLaVADataset(BaseDataset):
             for i, row in enumerate(read_annotations(src["ann_file"])):
                 if isinstance(row, dict):
                     conversations = row.get("conversations")
-                    row_id = row.get("id", i)
-                    sample_id = row_id if isinstance(row_id, str) else _text_id(row_id, i)
+                    sample_id = str(row.get("id", i))  # as extract_labels keys the label cache
                 else:  # kept, so that it is counted as a skip (bad_row) rather than dropped
                     conversations, sample_id = None, str(i)
                 info = dict(

@@ -14,9 +14,11 @@ i: ``ln_1``/``ln_2`` → ``layer_norm1``/``layer_norm2``, the fused
 ``attn.out_proj`` → ``self_attn.out_proj``, ``mlp.c_fc``/``c_proj`` →
 ``mlp.fc1``/``fc2``; ``ln_post`` → ``post_layernorm`` (unused at layer −2).
 The activation is ``quick_gelu`` when the tower's blocks use open_clip's
-``QuickGELU`` (OpenAI weights), ``gelu`` for ``nn.GELU``. Only plain CLIP ViTs
-map: SigLIP (a timm trunk), layer scale, no ``ln_pre`` or non-square inputs
-raise ``ValueError``.
+``QuickGELU`` (OpenAI weights), ``gelu`` for ``nn.GELU``. SigLIP towers
+(open_clip over a timm ViT with an attention-pool head) map to
+``SiglipVisionModel`` (``siglip_vision_state_dict``), with
+``vision_feature_select_strategy='full'`` (no CLS token to drop). Layer scale,
+no ``ln_pre``, prefix tokens in a timm trunk or non-square inputs raise ``ValueError``.
 
 Image token: HF LLaVA marks image positions with one token id repeated P times
 (``image_token_id``), where alignkit uses one ``IMAGE_TOKEN_INDEX`` (−200)
@@ -68,6 +70,9 @@ __all__ = [
     "check_prompt_ids",
     "clip_vision_config",
     "clip_vision_state_dict",
+    "siglip_vision_config",
+    "siglip_vision_state_dict",
+    "vision_tower_export",
     "expand_image_placeholders",
     "generation_prompt",
     "hf_tokenizer",
@@ -119,8 +124,9 @@ def _check_clip_tower(visual) -> None:
 
     if not _is_open_clip_vit(visual):
         raise ValueError(
-            f"vision tower {type(visual).__name__} cannot be exported to Hugging Face LLaVA yet: only open_clip CLIP "
-            "ViTs (VisionTransformer) map to CLIPVisionModel; SigLIP (timm trunk) export is not supported yet"
+            f"vision tower {type(visual).__name__} cannot be exported to Hugging Face LLaVA: open_clip CLIP ViTs "
+            "(VisionTransformer) map to CLIPVisionModel and open_clip timm ViTs with an attention-pool head (SigLIP) "
+            "to SiglipVisionModel; this is neither"
         )
     if isinstance(visual.ln_pre, nn.Identity):
         raise ValueError("vision tower has no ln_pre (no_ln_pre=True); CLIPVisionModel always applies pre_layrnorm")
@@ -194,6 +200,130 @@ def clip_vision_state_dict(visual) -> dict[str, Tensor]:
             for name, chunk in zip(("q_proj", "k_proj", "v_proj"), t.chunk(3, dim=0)):
                 out[f"{b}self_attn.{name}.{p}"] = chunk
     return out
+
+
+# --------------------------------------------------------------------------- SigLIP (open_clip's timm trunk)
+# timm VisionTransformer -> SiglipVisionModel: patch_embed.proj -> embeddings.patch_embedding (with bias),
+# pos_embed (1, P, D) -> embeddings.position_embedding.weight (P, D), block i: norm1/norm2 ->
+# layer_norm1/layer_norm2, the fused attn.qkv split in three -> self_attn.{q,k,v}_proj, attn.proj ->
+# self_attn.out_proj, mlp.fc1/fc2 as they are; norm -> post_layernorm; the attention-pool head
+# (AttentionPoolLatent): latent -> head.probe, q and kv stacked -> head.attention.in_proj (q, k, v rows),
+# proj -> head.attention.out_proj, norm -> head.layernorm, mlp as it is.
+def _timm_trunk(visual):
+    from open_clip.timm_model import TimmModel
+
+    trunk = getattr(visual, "trunk", None) if isinstance(visual, TimmModel) else None
+    if trunk is None or not hasattr(trunk, "blocks") or getattr(trunk, "attn_pool", None) is None:
+        return None
+    return trunk
+
+
+def _check_siglip_trunk(trunk) -> None:
+    if int(getattr(trunk, "num_prefix_tokens", 0)) != 0 or getattr(trunk, "no_embed_class", False):
+        raise ValueError("timm trunk has prefix (class/register) tokens; SiglipVisionModel has none")
+    if trunk.pos_embed is None or getattr(trunk, "dynamic_img_size", False):
+        raise ValueError("timm trunk has no fixed position embedding; SiglipVisionModel needs one")
+    for name in ("norm_pre", "fc_norm", "head"):
+        if not isinstance(getattr(trunk, name, nn.Identity()), nn.Identity):
+            raise ValueError(f"timm trunk has a {name}; SiglipVisionModel has none")
+    if not isinstance(getattr(trunk.patch_embed, "norm", nn.Identity()), nn.Identity):
+        raise ValueError("timm trunk normalises its patch embedding; SiglipVisionModel does not")
+    h, w = _pair(trunk.patch_embed.img_size)
+    ph, pw = _pair(trunk.patch_embed.patch_size)
+    if h != w or ph != pw:
+        raise ValueError(f"vision tower takes {h}x{w} images in {ph}x{pw} patches; SiglipVisionModel needs squares")
+    pool = trunk.attn_pool
+    if int(getattr(pool, "latent_len", 1)) != 1 or pool.num_heads != trunk.blocks[0].attn.num_heads:
+        raise ValueError("attention-pool head with several latents or its own head count; SiglipVisionModel's head "
+                         "has one probe and the tower's head count")
+    for i, block in enumerate(trunk.blocks):
+        extra = [n for n in ("ls1", "ls2", "attn.q_norm", "attn.k_norm", "attn.norm")
+                 if not isinstance(_get(block, n), (nn.Identity, type(None)))]
+        if extra or getattr(block.attn, "qkv", None) is None:
+            raise ValueError(f"vision block {i} has {extra or 'no fused qkv'}; SiglipVisionModel's blocks have none")
+
+
+def _get(module, dotted):
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+    return module
+
+
+def _act_name(act) -> str:
+    name = type(act).__name__
+    if name == "GELUTanh" or (isinstance(act, nn.GELU) and act.approximate == "tanh"):
+        return "gelu_pytorch_tanh"
+    if isinstance(act, nn.GELU) and act.approximate == "none" or name == "GELU":
+        return "gelu"
+    if name == "QuickGELU":
+        return "quick_gelu"
+    raise ValueError(f"vision MLP activation {act!r} has no SiglipVisionConfig.hidden_act equivalent")
+
+
+def siglip_vision_config(visual):
+    """``SiglipVisionConfig`` with the open_clip timm tower's shape (ValueError for towers that do not map)."""
+    from transformers import SiglipVisionConfig
+
+    trunk = _timm_trunk(visual)
+    if trunk is None:
+        raise ValueError(f"vision tower {type(visual).__name__} is not an open_clip timm ViT with an attention-pool head")
+    _check_siglip_trunk(trunk)
+    block = trunk.blocks[0]
+    return SiglipVisionConfig(
+        hidden_size=int(trunk.embed_dim), intermediate_size=int(block.mlp.fc1.out_features),
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=int(block.attn.num_heads), num_channels=3,
+        image_size=int(_pair(trunk.patch_embed.img_size)[0]), patch_size=int(_pair(trunk.patch_embed.patch_size)[0]),
+        hidden_act=_act_name(block.mlp.act), layer_norm_eps=float(block.norm1.eps),
+    )
+
+
+def siglip_vision_state_dict(visual) -> dict[str, Tensor]:
+    """The timm SigLIP trunk's weights under ``SiglipVisionModel``'s own keys (section comment above)."""
+    trunk = _timm_trunk(visual)
+    if trunk is None:
+        raise ValueError(f"vision tower {type(visual).__name__} is not an open_clip timm ViT with an attention-pool head")
+    _check_siglip_trunk(trunk)
+    src = {k: v.detach() for k, v in trunk.state_dict().items()}
+    out = {
+        "embeddings.patch_embedding.weight": src["patch_embed.proj.weight"],
+        "embeddings.patch_embedding.bias": src["patch_embed.proj.bias"],
+        "embeddings.position_embedding.weight": src["pos_embed"][0],
+        "post_layernorm.weight": src["norm.weight"],
+        "post_layernorm.bias": src["norm.bias"],
+    }
+    renames = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "self_attn.out_proj",
+               "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    for i in range(len(trunk.blocks)):
+        a, b = f"blocks.{i}.", f"encoder.layers.{i}."
+        for old, new in renames.items():
+            for p in ("weight", "bias"):
+                out[f"{b}{new}.{p}"] = src[f"{a}{old}.{p}"]
+        for p in ("weight", "bias"):  # timm's qkv stacks q, k, v along dim 0
+            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), src[f"{a}attn.qkv.{p}"].chunk(3, dim=0)):
+                out[f"{b}self_attn.{name}.{p}"] = chunk
+    out["head.probe"] = src["attn_pool.latent"]
+    for p in ("weight", "bias"):
+        out[f"head.attention.in_proj_{p}"] = torch.cat([src[f"attn_pool.q.{p}"], src[f"attn_pool.kv.{p}"]])
+        out[f"head.attention.out_proj.{p}"] = src[f"attn_pool.proj.{p}"]
+        out[f"head.layernorm.{p}"] = src[f"attn_pool.norm.{p}"]
+        out[f"head.mlp.fc1.{p}"] = src[f"attn_pool.mlp.fc1.{p}"]
+        out[f"head.mlp.fc2.{p}"] = src[f"attn_pool.mlp.fc2.{p}"]
+    return out
+
+
+def vision_tower_export(visual):
+    """``(vision config, state dict, prefix tokens)`` of a tower that maps: an open_clip CLIP ViT (one CLS
+    token) or an open_clip timm SigLIP ViT (none), or a transformers CLIP / SigLIP tower (``HFVisionEncoder``:
+    already LLaVA's classes, its own config and weights); ValueError naming the tower otherwise."""
+    from alignkit.towers import transformers as hf_tower
+
+    if hf_tower.is_transformers_tower(visual):
+        cfg = hf_tower.vision_config(visual)
+        return type(cfg)(**cfg.to_dict()), dict(hf_tower.vision_core(visual).state_dict()), \
+            hf_tower.num_prefix_tokens(visual)
+    if _timm_trunk(visual) is not None:
+        return siglip_vision_config(visual), siglip_vision_state_dict(visual), 0
+    return clip_vision_config(visual), clip_vision_state_dict(visual), 1
 
 
 def vision_feature_layer(feature_layer: int, num_blocks: int) -> int:
@@ -510,14 +640,20 @@ def image_processor_config(processor) -> dict:
     Same steps: shortest side to the input size, centre crop, rescale, normalise.
     Resampling implementations differ, so pixels agree to a few 1e-2, not bit for bit.
     """
+    h, w = processor.image_size
+    resample = {"bicubic": 3, "bilinear": 2}[processor.interpolation]  # PIL.Image.Resampling values
+    if processor.resize_mode == "squash" and not processor.pad_to_square:  # SigLIP: resize to the square, no crop
+        return dict(image_processor_type="SiglipImageProcessor", processor_class="LlavaProcessor", do_resize=True,
+                    size={"height": int(h), "width": int(w)}, resample=resample, do_rescale=True,
+                    rescale_factor=1 / 255, do_normalize=True, image_mean=[float(m) for m in processor.mean],
+                    image_std=[float(s) for s in processor.std], do_convert_rgb=True)
     if processor.resize_mode != "shortest":
         raise ValueError(
-            f"image resize_mode {processor.resize_mode!r} has no CLIPImageProcessor equivalent; only 'shortest' exports"
+            f"image resize_mode {processor.resize_mode!r} has no transformers image processor equivalent; "
+            "'shortest' (CLIP) and 'squash' (SigLIP) export"
         )
-    h, w = processor.image_size
     if h != w:
         raise ValueError(f"image size {h}x{w}: CLIPImageProcessor's shortest-edge resize needs a square input")
-    resample = {"bicubic": 3, "bilinear": 2}[processor.interpolation]  # PIL.Image.Resampling values
     out = dict(
         image_processor_type="LlavaImageProcessor" if processor.pad_to_square else "CLIPImageProcessor",
         processor_class="LlavaProcessor", do_resize=True, size={"shortest_edge": int(h)}, resample=resample,
@@ -601,8 +737,8 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     from transformers import LlavaConfig
 
     visual = model.vision_encoder.tower
-    vision_cfg = clip_vision_config(visual)
-    vision_state = clip_vision_state_dict(visual)
+    vision_cfg, vision_state, prefix_tokens = vision_tower_export(visual)
+    strategy = "default" if prefix_tokens else "full"  # "default" drops CLIP's CLS token; SigLIP has none
     proj_state = projector_state_dict(model.adapter)
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; the export needs it (LLaVAModel(tokenizer=...))")
@@ -619,7 +755,9 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     if head is None:
         raise ValueError(f"LLM {type(llm).__name__} has no output embeddings (lm_head) to export")
     tied = head.weight is emb
-    embed_key, head_key = _named(llm, emb), _named(llm, head.weight)
+    # The head's key from its module: when tied, a look-up by tensor would find the embedding's name first.
+    embed_key = _named(llm, emb)
+    head_key = next(f"{name}.weight" for name, module in llm.named_modules() if module is head)
     text_state = {k: v.detach() for k, v in llm.state_dict().items()}
     if tied:
         del text_state[head_key]  # transformers ties it again on load
@@ -641,7 +779,7 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
         image_token_index=image_id,
         image_seq_length=p,
         projector_hidden_act="gelu",
-        vision_feature_select_strategy="default",  # drops CLS: open_clip's one prefix token
+        vision_feature_select_strategy=strategy,
         vision_feature_layer=vision_feature_layer(model.vision_encoder.feature_layer, vision_cfg.num_hidden_layers),
         multimodal_projector_bias=True,
         tie_word_embeddings=tied,
@@ -665,9 +803,9 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
         gen.pop("transformers_version", None)
 
     chat = chat_template_for(template)
+    # P image tokens: patches + prefix tokens, minus the CLS token that "default" drops again
     processor = dict(processor_class="LlavaProcessor", image_token=IMAGE_TOKEN, patch_size=int(vision_cfg.patch_size),
-                     vision_feature_select_strategy="default",
-                     num_additional_image_tokens=1)  # the CLS token, which "default" drops again: P image tokens
+                     vision_feature_select_strategy=strategy, num_additional_image_tokens=prefix_tokens)
     return ExportedLlava(state, portable_config(config.to_dict(), dtype), gen, tok,
                          image_processor_config(image_processor), processor, chat, image_id, added)
 

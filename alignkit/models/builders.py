@@ -3,7 +3,8 @@
 The LLM config (``LLaVAModel(llm=...)``)::
 
     llm = dict(
-        pretrained='lmsys/vicuna-7b-v1.5',   # hub name or local folder; None = random weights from `config`
+        pretrained='lmsys/vicuna-7b-v1.5',   # hub name or local folder; None = random weights from `config`;
+                                             # dict(type=...) = a FUNCTIONS entry returning the folder
         config=dict(model_type='llama', hidden_size=4096, ...),  # the model's key dims (see below)
         dtype='bfloat16',                     # weights dtype (None = the checkpoint's / fp32)
         attn_implementation=None,             # e.g. 'sdpa', 'flash_attention_2'
@@ -124,6 +125,10 @@ def build_llm(cfg: dict, tokenizer=None, init_empty: bool = False, seed: int | N
                     model = AutoModelForCausalLM.from_config(hf_config, **_dtype_kw(dtype), **extra)
         return model
 
+    if isinstance(pretrained, dict):  # e.g. dict(type='smollm2_path'): a local asset found at run time
+        from alignkit.registry import FUNCTIONS
+
+        pretrained = FUNCTIONS.build(pretrained)
     model = AutoModelForCausalLM.from_pretrained(pretrained, **_dtype_kw(dtype), **extra)
     if config:
         got = model.config.to_dict()

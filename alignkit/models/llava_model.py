@@ -46,6 +46,7 @@ from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, t
 from alignkit.export.artifact import load_adapter_into
 from alignkit.models.builders import as_dtype, build_llm, build_tokenizer
 from alignkit.models.splice import splice_visual_tokens
+from alignkit.models.zero3 import full_shape, gathered
 from alignkit.registry import ADAPTERS, LABELERS, MODELS
 from alignkit.structures import PatchLabels
 from alignkit.word_table import build_word_table, word_token_ids
@@ -177,7 +178,7 @@ class LLaVAModel(BaseModel):
         self.vision_encoder.tower.requires_grad_(not self.vision_encoder.frozen)
 
         self.llm = build_llm(llm, self.tokenizer, init_empty=init_empty, seed=llm_seed)
-        llm_dim = self.llm.get_input_embeddings().weight.shape[1]
+        llm_dim = full_shape(self.llm.get_input_embeddings().weight)[1]  # the LLM may be built ZeRO-3-partitioned
         self.adapter = ADAPTERS.build(
             adapter, default_args=dict(vision_dim=self.vision_encoder.vision_dim, llm_dim=llm_dim)
         )
@@ -192,8 +193,11 @@ class LLaVAModel(BaseModel):
             if not init_empty:
                 if self.tokenizer is None:
                     raise ValueError("the aligner's word table needs the LLM's tokenizer: set LLaVAModel(tokenizer=...)")
-                # Built here, before any wrapper shards the embedding matrix (ZeRO-3).
-                self.aligner.build_word_table(self.tokenizer, self.llm.get_input_embeddings())
+                # Built once, here, from the whole embedding matrix: under ZeRO-3 the LLM is built
+                # partitioned (from_pretrained under HfDeepSpeedConfig) and gathered for this one read.
+                embed = self.llm.get_input_embeddings()
+                with gathered(embed.parameters()):
+                    self.aligner.build_word_table(self.tokenizer, embed)
 
         # The labels and word table of mode='align': the aligner's unless align_eval names a labeler.
         self.eval_labeler = eval_labeler if eval_labeler is not None else getattr(self.aligner, "labeler", None)
@@ -202,7 +206,8 @@ class LLaVAModel(BaseModel):
         self.register_buffer("eval_word_tokens", None, persistent=False)
         self._eval_table_is_aligners = False
         if not init_empty and (self.eval_labeler is not None or self.aligner is not None):
-            self._build_eval_tables()
+            with gathered(self.llm.get_input_embeddings().parameters()):
+                self._build_eval_tables()
 
         if adapter_weights and not init_empty:  # a meta build has no weights to load into
             load_adapter_into(adapter_weights, self.adapter, None)
@@ -369,7 +374,7 @@ class LLaVAModel(BaseModel):
         images = self._select_images(images, input_ids, has_image)
         embed = self.llm.get_input_embeddings()
         if images is None or images.shape[0] == 0:
-            p, e = self.num_visual_tokens, embed.weight.shape[1]
+            p, e = self.num_visual_tokens, full_shape(embed.weight)[1]
             visual = embed.weight.new_zeros(0, p, e)
             dense = None
         else:

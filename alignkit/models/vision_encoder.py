@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from alignkit.models.zero3 import register_params_read_outside_forward
 from alignkit.registry import MODELS
 from alignkit.towers.open_clip import (
     _is_open_clip_vit,
@@ -136,6 +137,8 @@ class OpenCLIPVisionEncoder(nn.Module):
         self.tower.requires_grad_(not frozen)
         if frozen:
             self.tower.eval()
+        # ZeRO-3: the tower reads some of its own parameters outside any forward (see models/zero3.py).
+        register_params_read_outside_forward(self, self.tower)
 
     @torch.no_grad()
     def _probe_embed_dim(self) -> int:

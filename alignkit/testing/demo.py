@@ -6,6 +6,8 @@ which registers:
 - open_clip model config ``alignkit-demo-vit``: a CLIP ViT with random weights
   (64 px images, 8 px patches -> an 8×8 grid, width 64, 2 blocks, joint width 32)
   and a small causal text tower;
+  ``alignkit-demo-vit-32``: the same at 32 px (a 4×4 grid: 16 visual tokens), for
+  ``demo_smollm2.py``, where every visual token goes through a real 30-layer LLM;
 - ``demo_tokenizer`` (``FUNCTIONS``): a SentencePiece-style BPE tokenizer
   (``alignkit.testing.metaspace_bpe_tokenizer``) whose merges spell out the
   words of the demo captions, so captions take a few tokens per word;
@@ -29,10 +31,12 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from alignkit.datasets import LLaVADataset
+from alignkit.models.builders import build_tokenizer
 from alignkit.registry import DATASETS, FUNCTIONS, HOOKS
 from alignkit.testing.tokenizers import DEMO_WORDS, METASPACE, chain_merges, metaspace_bpe_tokenizer
 
 DEMO_CLIP = "alignkit-demo-vit"
+DEMO_CLIP_32 = "alignkit-demo-vit-32"
 
 # skimage.data function -> captions written for alignkit (LLaVA-Pretrain style: one short description).
 DEMO_CAPTIONS = {
@@ -94,14 +98,15 @@ DEMO_CAPTIONS = {
 def _register_open_clip() -> None:
     import open_clip
 
-    open_clip.factory._MODEL_CONFIGS.setdefault(
-        DEMO_CLIP,
-        dict(
-            embed_dim=32,
-            vision_cfg=dict(image_size=64, patch_size=8, width=64, layers=2, head_width=32),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-        ),
-    )
+    for name, size in ((DEMO_CLIP, 64), (DEMO_CLIP_32, 32)):
+        open_clip.factory._MODEL_CONFIGS.setdefault(
+            name,
+            dict(
+                embed_dim=32,
+                vision_cfg=dict(image_size=size, patch_size=8, width=64, layers=2, head_width=32),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+            ),
+        )
 
 
 _register_open_clip()
@@ -173,7 +178,8 @@ class DemoLLaVAPretrainDataset(LLaVADataset):
 
     Args:
         data_root: where the images and ``demo_pretrain.json`` go.
-        tokenizer: by default ``demo_tokenizer()``.
+        tokenizer: by default ``demo_tokenizer()``; else anything ``LLaVAModel(tokenizer=...)``
+            takes, e.g. ``dict(type='smollm2_tokenizer')`` (``demo_smollm2.py``).
         **kwargs: ``LLaVADataset``'s (``image_processor``, ``image_token_length``, ...).
     """
 
@@ -181,7 +187,8 @@ class DemoLLaVAPretrainDataset(LLaVADataset):
         # Absolute, so BaseDataset does not join a relative data_root onto it a second time.
         ann = os.path.abspath(write_demo_data(data_root))
         kwargs.setdefault("template", "plain")
-        super().__init__(ann_file=ann, tokenizer=tokenizer or demo_tokenizer(), data_root=data_root, **kwargs)
+        tokenizer = demo_tokenizer() if tokenizer is None else build_tokenizer(tokenizer)
+        super().__init__(ann_file=ann, tokenizer=tokenizer, data_root=data_root, **kwargs)
 
 
 @HOOKS.register_module()
@@ -189,6 +196,13 @@ class DemoReportHook(Hook):
     """At the end of the demo, say where its outputs are and that its weights are random."""
 
     priority = "VERY_LOW"
+    RANDOM_NOTE = (
+        "NOTE: every weight in this demo (CLIP, LLM, adapter) started RANDOM; the model has learned\n"
+        "  nothing useful. It shows the SEA pipeline running end to end, offline, on a CPU."
+    )
+
+    def __init__(self, note: str | None = None) -> None:
+        self.note = self.RANDOM_NOTE if note is None else note
 
     def after_train(self, runner) -> None:
         if not is_main_process():
@@ -203,7 +217,6 @@ class DemoReportHook(Hook):
             f"  adapter    : {work_dir / 'adapter.safetensors'} (the stage-1 artifact)",
             f"  logs       : {runner.log_dir}",
             f"  metrics    : {Path(runner.log_dir) / 'vis_data'} (scalars.json: losses, temperature, pair counts)",
-            "  NOTE: every weight in this demo (CLIP, LLM, adapter) started RANDOM; the model has learned",
-            "  nothing useful. It shows the SEA pipeline running end to end, offline, on a CPU.",
+            "  " + self.note,
         ]
         print("\n".join(lines), flush=True)

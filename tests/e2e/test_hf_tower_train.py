@@ -86,8 +86,9 @@ def test_extracted_cache_equals_the_labeler_and_names_the_backend(world):
         torch.testing.assert_close(cached.scores, direct.scores, atol=1e-3, rtol=1e-3)  # stored as fp16
 
 
-def test_training_reads_the_cache_with_the_transformers_encoder(world, tmp_path, monkeypatch):
-    monkeypatch.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path / "cache_home"))
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
     configs = Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs" / "_base_"
     text = TRAIN_CONFIG.format(stage1=str(configs / "schedules" / "stage1.py"),
                                runtime=str(configs / "default_runtime.py"), clip=world["clip"], words=WORDS,
@@ -95,17 +96,49 @@ def test_training_reads_the_cache_with_the_transformers_encoder(world, tmp_path,
                                cache=str(world["cache"]))
     config = tmp_path / "train_hf.py"
     config.write_text(text, encoding="utf-8")
-    runner = train_main([str(config), "--work-dir", str(tmp_path / "work")])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path / "cache_home"))
+    try:
+        runner = train_main([str(config), "--work-dir", str(tmp_path / "work")])
+    finally:
+        mp.undo()
+    return dict(runner=runner, work=tmp_path / "work", root=tmp_path)
+
+
+def test_training_reads_the_cache_with_the_transformers_encoder(world, trained):
+    runner = trained["runner"]
     assert type(runner.model.vision_encoder).__name__ == "HFVisionEncoder"
     dataset = runner.train_dataloader.dataset
     assert dataset.label_cache_cfg == dict(root=str(world["cache"]))
     batch = next(iter(runner.train_dataloader))
     assert batch["data_samples"]["patch_labels"].grid == (8, 8)  # labels come from the cache
-    assert runner.model.vision_encoder.tower is not None
     # one loaded CLIPModel: the encoder holds the labeler's vision modules, not a copy
     labeler = runner.model.aligner.labeler
     assert runner.model.vision_encoder.tower.vision_model is labeler.model.vision_model
-    scalars = sorted((tmp_path / "work").glob("*/vis_data/scalars.json"))[-1]
+    scalars = sorted(trained["work"].glob("*/vis_data/scalars.json"))[-1]
     rows = [json.loads(x) for x in scalars.read_text().splitlines() if "loss_align" in x]
     assert len(rows) == 4 and all(r["loss_align"] == r["loss_align"] and r["align_pairs_after_dedup"] > 0
                                   for r in rows)
+
+
+def test_the_export_sees_the_training_pixels_and_features(world, trained):
+    from transformers import LlavaForConditionalGeneration
+
+    from alignkit.cli.export_hf import export
+    from alignkit.datasets.hf_image_processor import pil_processor_class
+
+    runner = trained["runner"]
+    model = runner.model.eval()
+    out = export(model, runner.cfg, None, str(trained["root"] / "export"))
+    llava = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    exported = pil_processor_class("clip").from_pretrained(out)
+    row = json.loads(Path(world["ann"]).read_text())[9]  # the 640x427 rocket: open_clip would crop it differently
+    image = open_image(row["image"], root=Path(world["ann"]).parent)
+    ours = runner.train_dataloader.dataset.image_processor(image)
+    theirs = exported.preprocess(image, return_tensors="pt")["pixel_values"][0]
+    assert torch.equal(ours, theirs)  # pixel for pixel
+    with torch.no_grad():
+        visual, _ = model.encode_images(ours[None])
+        feats = llava.get_image_features(pixel_values=theirs[None])
+        feats = feats if isinstance(feats, torch.Tensor) else torch.stack(list(feats.pooler_output))
+    torch.testing.assert_close(feats.reshape(visual.shape), visual, atol=1e-5, rtol=0)

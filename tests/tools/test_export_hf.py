@@ -184,7 +184,7 @@ def test_clip_mapping_equals_open_clip_at_every_block(quick_gelu):
 
 
 def test_non_clip_tower_is_refused():
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match="SigLIP.*this is neither"):
         clip_vision_config(nn.Linear(2, 2))
 
 

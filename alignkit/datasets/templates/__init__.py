@@ -4,10 +4,21 @@ from alignkit.datasets.templates.base import ConversationTemplate, Message, Segm
 from alignkit.datasets.templates.chat import ChatTemplate, RoleFormat
 from alignkit.datasets.templates.encode import encode_conversation, encode_segments, tokenize_with_image
 from alignkit.datasets.templates.plain import PlainTemplate
-from alignkit.datasets.templates.presets import LLAVA_SYSTEM, TEMPLATES, VICUNA_SYSTEM, get_template
+from alignkit.datasets.templates.presets import (
+    LLAVA_SYSTEM,
+    QWEN2_SYSTEM,
+    QWEN25_SYSTEM,
+    SMOLLM2_SYSTEM,
+    TEMPLATES,
+    VICUNA_SYSTEM,
+    get_template,
+)
 
 __all__ = [
     "LLAVA_SYSTEM",
+    "QWEN25_SYSTEM",
+    "QWEN2_SYSTEM",
+    "SMOLLM2_SYSTEM",
     "TEMPLATES",
     "VICUNA_SYSTEM",
     "ChatTemplate",

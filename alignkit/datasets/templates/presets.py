@@ -1,4 +1,4 @@
-"""The named templates: ``plain``, ``vicuna_v1`` (LLaVA-1.5), ``llava_v1``, ``llama3``, ``phi3``, ``gemma``.
+"""The named templates: ``plain``, ``vicuna_v1`` (LLaVA-1.5), ``llava_v1``, ``llama3``, ``phi3``, ``gemma``, ``chatml``.
 
 ``vicuna_v1`` is LLaVA's ``conv_vicuna_v1``, the template LLaVA-1.5 trained
 and evaluated with (``--version v1``): system prompt "A chat between a curious
@@ -13,6 +13,17 @@ format with the "curious *human*" system prompt.
 ``llama3``, ``phi3`` and ``gemma`` follow the chat templates of
 Llama-3-8B-Instruct, Phi-3-mini-4k-instruct and Gemma-2B-it; only the
 assistant's content and its end-of-turn token are supervised.
+
+``chatml`` is the ChatML format of SmolLM2, Qwen2 and Qwen2.5 (no BOS)::
+
+    <|im_start|>system\nSYSTEM<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n
+
+with ``A1<|im_end|>`` supervised and the ``\n`` after it not (as xtuner's
+``qwen_chat``; LLaVA-NeXT's ``preprocess_qwen`` and Qwen2-VL-Finetune also
+supervise that newline, which generation never needs: it stops at ``<|im_end|>``).
+Its system turn is absent unless ``system`` is given; each model's own chat
+template adds its default one (``SMOLLM2_SYSTEM``, ``QWEN2_SYSTEM``,
+``QWEN25_SYSTEM``), so pass it to train exactly what ``apply_chat_template`` renders.
 """
 
 from __future__ import annotations
@@ -32,6 +43,11 @@ LLAVA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
+
+# The system prompts that each model's chat template adds when a conversation has none.
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+QWEN2_SYSTEM = "You are a helpful assistant."
+QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 _VICUNA_USER = RoleFormat(header="USER: ", end=" ")
 _VICUNA_ASSISTANT = RoleFormat(header="ASSISTANT:", content_prefix=" ", end="</s>")
@@ -76,6 +92,13 @@ TEMPLATES: dict[str, ConversationTemplate] = {
         user=RoleFormat(header="<start_of_turn>user\n", end="<end_of_turn>", after="\n"),
         assistant=RoleFormat(header="<start_of_turn>model\n", end="<end_of_turn>", after="\n"),
         strip_content=True,
+    ),
+    "chatml": ChatTemplate(
+        name="chatml",
+        user=RoleFormat(header="<|im_start|>user\n", end="<|im_end|>", after="\n"),
+        assistant=RoleFormat(header="<|im_start|>assistant\n", end="<|im_end|>", after="\n"),
+        system_format="<|im_start|>system\n{system}<|im_end|>\n",
+        add_bos=False,  # <|im_start|> is SmolLM2's bos_token, but its chat template adds no BOS
     ),
 }
 

@@ -3,7 +3,7 @@
 Each malicious file here would write a marker file if anything in it ran; every
 test asserts the marker never appears and the refusal names the file and why.
 The tools' side (a checkpoint's config text and model description) is in
-``tests/tools/test_no_code_from_files.py``.
+``tests/tools/test_tools_run_no_code.py``.
 """
 from __future__ import annotations
 
