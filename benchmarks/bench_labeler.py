@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from alignkit.labelers import CLIPTopNLabeler
 from alignkit.labelers.functional import chunked_topn, naive_topn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -166,8 +167,6 @@ def main(argv=None) -> None:
 def end_to_end(args, repeats: int) -> None:
     """Images/s of encode_patches and label for a real-size model (random weights: speed only)."""
     import tempfile
-
-    from alignkit.labelers import CLIPTopNLabeler
 
     precision = "bf16" if args.device == "cuda" else "fp32"
     with tempfile.TemporaryDirectory() as cache:

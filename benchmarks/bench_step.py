@@ -23,6 +23,12 @@ max RSS is not resettable, so none is printed.
 
     python benchmarks/bench_step.py                      # demo, CPU
     python benchmarks/bench_step.py --mode llava15 --device cuda
+    python benchmarks/bench_step.py --vs-transformers    # + the baseline step vs transformers' LLaVA
+
+``--vs-transformers``: the baseline step (no aligner) against transformers'
+``LlavaForConditionalGeneration`` built at the same shapes (its CLIP vision
+tower, projector and Llama; random weights), same batch, same precision, in
+alternating rounds (goal: ratio <= 1.00, alignkit adds nothing).
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ import torch
 
 import alignkit.testing.demo  # noqa: F401  (the demo CLIP config and tokenizer)
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.labelers import default_word_list
+from alignkit.models.zero3 import full_shape
 from alignkit.registry import MODELS
 
 SEA_ALIGNER = dict(
@@ -48,7 +56,6 @@ SEA_ALIGNER = dict(
 def model_cfg(mode: str, device: str, num_words: int | None = None) -> dict:
     labeler_device = dict(device=device)
     if num_words is not None:  # a smaller word list, for a quick smoke run of the llava15 shapes on a CPU
-        from alignkit.labelers import default_word_list
 
         labeler_device["word_list"] = list(default_word_list().words[:num_words])
     if mode == "demo":
@@ -82,7 +89,7 @@ def model_cfg(mode: str, device: str, num_words: int | None = None) -> dict:
 
 def make_batch(model, batch: int, caption: int, device: str, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    vocab = model.llm.get_input_embeddings().weight.shape[0]
+    vocab = full_shape(model.llm.get_input_embeddings().weight)[0]  # also under ZeRO-3
     text = torch.randint(3, vocab, (batch, caption), generator=g)
     bos = torch.full((batch, 1), 1)
     input_ids = torch.cat([bos, torch.full((batch, 1), IMAGE_TOKEN_INDEX), text], 1)
@@ -108,6 +115,77 @@ def step(model, optim, batch) -> float:
     return float(loss.detach())
 
 
+# CLIP ViT-L/14-336 as transformers' CLIPVisionConfig, and the demo ViT ('alignkit-demo-vit') likewise.
+HF_CLIP_L336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                    image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+HF_DEMO_VIT = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                   image_size=64, patch_size=8, projection_dim=32, hidden_act="gelu")
+
+
+def alternate(fns: dict, rounds: int, device: str) -> dict:
+    """Median seconds of each callable, run in alternating order each round after one warm-up round."""
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds + 1):
+        for name in names if r % 2 == 0 else names[::-1]:
+            sync(device)
+            t = time.perf_counter()
+            fns[name]()
+            sync(device)
+            if r:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def hf_llava(hf_tower: dict, llm: dict, device: str, vocab: int, llm_dtype):
+    """transformers' LlavaForConditionalGeneration at the same shapes: tower fp32, projector fp32, LLM in llm_dtype."""
+    from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    text = dict(llm, vocab_size=vocab + 1)  # + the <image> token
+    model_type = text.pop("model_type")
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**hf_tower),
+                         text_config=AutoConfig.for_model(model_type, **text), image_token_index=vocab,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu")
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config)
+    model.model.language_model.to(llm_dtype)
+    model.requires_grad_(False)
+    model.model.multi_modal_projector.requires_grad_(True)
+    return model.train()
+
+
+def compare_with_transformers(ours, hf_tower: dict, llm: dict, batch_size: int, caption: int, rounds: int,
+                              device: str) -> dict:
+    """Step time of ``ours`` (a LLaVAModel without aligner) against transformers' LLaVA at the same shapes."""
+    ours_optim = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
+    batch = make_batch(ours, batch_size, caption, device)
+    vocab = ours.llm.get_input_embeddings().weight.shape[0]
+    llm_dtype = next(ours.llm.parameters()).dtype
+    theirs = hf_llava(hf_tower, llm, device, vocab, llm_dtype)
+    theirs_optim = torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], lr=1e-5)
+    # The same rows for transformers: the placeholder expanded to P image tokens (its input format).
+    p = ours.num_visual_tokens
+    inputs = batch["inputs"]
+    ids, labels = inputs["input_ids"], inputs["labels"]
+    img = ids == IMAGE_TOKEN_INDEX
+    rep = torch.where(img, p, 1).flatten()
+    hf_ids = torch.repeat_interleave(ids.masked_fill(img, vocab).flatten(), rep).view(ids.shape[0], -1)
+    hf_labels = torch.repeat_interleave(labels.flatten(), rep).view(ids.shape[0], -1)
+
+    def theirs_step():
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            out = theirs(input_ids=hf_ids, pixel_values=inputs["images"], labels=hf_labels, use_cache=False)
+        theirs_optim.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        theirs_optim.step()
+
+    med = alternate({"alignkit": lambda: step(ours, ours_optim, batch), "transformers": theirs_step},
+                    rounds, device)
+    return dict(batch=batch_size, alignkit_ms=1e3 * med["alignkit"], transformers_ms=1e3 * med["transformers"],
+                ratio=med["alignkit"] / med["transformers"])
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=("demo", "llava15"), default="demo")
@@ -116,6 +194,8 @@ def main(argv=None) -> dict:
     p.add_argument("--caption", type=int, default=64, help="caption tokens per sample")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (demo 10, llava15 20)")
     p.add_argument("--num-words", type=int, default=None, help="first N words of the default list (smoke runs only)")
+    p.add_argument("--vs-transformers", action="store_true",
+                   help="also time the baseline step against transformers' LlavaForConditionalGeneration")
     args = p.parse_args(argv)
     batch_size = args.batch or (8 if args.mode == "demo" else 32)
     repeats = args.repeats or (10 if args.mode == "demo" else 20)
@@ -155,6 +235,15 @@ def main(argv=None) -> dict:
         result["peak_gib"] = peak
     else:
         print("peak memory: CUDA only (CPU max RSS cannot be reset between variants)")
+    if args.vs_transformers:
+        model.aligner = None  # the LLaVA-1.5 step, against transformers' own implementation of it
+        llm = model_cfg(args.mode, args.device, args.num_words)["llm"]["config"]
+        vs = compare_with_transformers(model, HF_DEMO_VIT if args.mode == "demo" else HF_CLIP_L336, llm, batch_size,
+                                       args.caption, repeats, args.device)
+        model.aligner = aligner
+        print(f"baseline step vs transformers' LlavaForConditionalGeneration: alignkit {vs['alignkit_ms']:.1f} ms, "
+              f"transformers {vs['transformers_ms']:.1f} ms, ratio {vs['ratio']:.3f}")
+        result["vs_transformers"] = vs
     return result
 
 

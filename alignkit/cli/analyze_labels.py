@@ -35,9 +35,21 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction
+from torch.utils.data import DataLoader
 
 from alignkit.cli import console, plain
-from alignkit.cli.visualize_alignment import check_out_dir
+from alignkit.cli.common import (
+    ImageRow,
+    LabelDataSettings,
+    LlavaImageDataset,
+    check_out_dir,
+    collate_images,
+    import_and_scope,
+    load_rows,
+)
+from alignkit.labelers.cache import LabelCache
+from alignkit.labelers.word_list import default_word_list, load_word_list
+from alignkit.registry import DATASETS, LABELERS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 
 PROG = "analyze_labels"
@@ -140,8 +152,6 @@ class LabelStats:
 # --- sources -----------------------------------------------------------------
 def words_of_cache(manifest: dict, word_list: str | None) -> tuple[list[str], str]:
     """The word list a cache was made with, checked against its sha256; ``(words, how found)``."""
-    from alignkit.labelers.word_list import default_word_list, load_word_list
-
     fp = manifest["labeler"]
     want = fp.get("word_list_sha256")
     source = word_list or fp.get("word_list_source", "")
@@ -183,14 +193,10 @@ def labeler_config(cfg: Config) -> dict:
 
 def image_rows_of_config(cfg: Config):
     """``ImageRow``s of the config's ``label_data`` or training dataset (one per row with an image, in order)."""
-    from alignkit.cli.extract_labels import ImageRow, LabelDataSettings, load_rows
-
     if "label_data" in cfg:
         data = LabelDataSettings.from_config(cfg)
         rows, _, _ = load_rows(data.ann_file, data.image_folder)
     else:
-        from alignkit.registry import DATASETS
-
         ds_cfg = (cfg.get("train_dataloader") or {}).get("dataset")
         if ds_cfg is None:
             raise ValueError(f"config {cfg.filename!r} has no label_data and no train_dataloader.dataset; pass --images")
@@ -208,14 +214,11 @@ def image_rows_of_config(cfg: Config):
 def build_labeler(cfg: Config, device: str):
     """The config's labeler (:func:`labeler_config`) on ``device``, built under the config's seed (else 0).
 
-    Seeded like :func:`alignkit.cli.loading.build_model`: an open_clip model
+    Seeded like :func:`alignkit.cli.common.build_model`: an open_clip model
     with random weights (the demo's) then labels alike, and has the same
     fingerprint, in every run.
     """
-    from alignkit.cli.loading import _import_and_scope
-    from alignkit.registry import LABELERS
-
-    _import_and_scope(cfg)
+    import_and_scope(cfg)
     lab_cfg = dict(labeler_config(cfg), device=device)
     seed = (cfg.get("randomness") or {}).get("seed")
     with torch.random.fork_rng(devices=[]):
@@ -226,10 +229,6 @@ def build_labeler(cfg: Config, device: str):
 def labels_from_config(cfg: Config, images: list[str] | None, device: str, batch_size: int,
                        failures: list[dict]) -> tuple[object, Iterator[PatchLabels]]:
     """The config's labeler and a generator of its labels over the images (failures appended to ``failures``)."""
-    from torch.utils.data import DataLoader
-
-    from alignkit.cli.extract_labels import ImageRow, LlavaImageDataset, collate_images
-
     labeler = build_labeler(cfg, device)
     if images:
         rows = [ImageRow(i, str(i), p, p) for i, p in enumerate(images)]
@@ -368,8 +367,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     src = Path(args.source)
     failures: list[dict] = []
     if src.is_dir():
-        from alignkit.labelers.cache import LabelCache
-
         expect = None
         if args.check_config:
             ccfg = Config.fromfile(args.check_config)

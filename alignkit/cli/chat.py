@@ -43,14 +43,13 @@ import torch
 from mmengine.config import Config, DictAction
 
 from alignkit.cli import console, plain
-from alignkit.cli.convert_checkpoint import LLAVA_PREFIX
-from alignkit.cli.export_hf import image_processor_of, template_of
-from alignkit.cli.loading import build_model, resolve, state_dict_diff
+from alignkit.cli.common import build_model, resolve, state_dict_diff
 from alignkit.datasets.constants import IMAGE_TOKEN
 from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
 from alignkit.datasets.templates import get_template, tokenize_with_image
 from alignkit.engine.compat import load_checkpoint_file
-from alignkit.models.hf_export import expand_image_placeholders
+from alignkit.export.hf import expand_image_placeholders, image_processor_of, template_of
+from alignkit.export.llava_projector import LLAVA_PREFIX
 
 EXIT_WORDS = ("exit", "quit")
 

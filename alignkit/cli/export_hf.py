@@ -15,7 +15,7 @@ rebuilt from the description (data, never Python) stored in the checkpoint, or
 from ``--config``. The conversation template
 is the training data's (``train_dataloader.dataset.template``) unless
 ``--template`` says otherwise; the image preprocessing is the training data's
-``image_processor``. The mapping itself is :mod:`alignkit.models.hf_export`.
+``image_processor``. The mapping itself is :mod:`alignkit.export.hf`.
 
 An existing OUT_DIR is refused unless ``--force`` (which replaces it).
 """
@@ -32,42 +32,12 @@ import torch
 from mmengine.config import DictAction
 
 from alignkit.cli import console, plain
+from alignkit.cli.common import load_model_and_source
+from alignkit.export.artifact import adapter_config
+from alignkit.export.hf import build_llava, image_processor_of, template_of, write_llava
+from alignkit.export.llava_projector import to_llava
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def template_of(cfg, override: str | None = None):
-    """The conversation template the model was trained with: ``override``, else the training dataset's."""
-    from alignkit.datasets.templates import get_template
-
-    if override:
-        return get_template(override)
-    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
-    if "template" in dataset:
-        return get_template(dataset["template"])
-    import inspect
-
-    from alignkit.datasets import LLaVADataset
-
-    # LLaVADataset's default (the demo's dataset keeps it)
-    return get_template(inspect.signature(LLaVADataset.__init__).parameters["template"].default)
-
-
-def image_processor_of(cfg, model):
-    """The training data's image processor (built), else the vision encoder's open_clip preprocessing."""
-    from alignkit.datasets.image_processor import OpenCLIPImageProcessor
-    from alignkit.registry import TRANSFORMS
-
-    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
-    proc = dataset.get("image_processor")
-    if isinstance(proc, dict):
-        return TRANSFORMS.build(proc)
-    if proc is not None:
-        return proc
-    enc = model.vision_encoder
-    pre = enc.preprocess_cfg
-    return OpenCLIPImageProcessor(image_size=enc.image_size, mean=pre.get("mean"), std=pre.get("std"),
-                                  resize_mode=pre.get("resize_mode"), interpolation=pre.get("interpolation"))
 
 
 def check_target(out_dir: str, force: bool) -> None:
@@ -84,10 +54,6 @@ def export(model, cfg, checkpoint: str | None, out_dir: str, template=None, dtyp
     Written to a temporary folder next to ``out_dir`` and renamed into place, so
     a failed export leaves nothing half-written.
     """
-    from alignkit.cli.convert_checkpoint import to_llava
-    from alignkit.models.artifact import adapter_config
-    from alignkit.models.hf_export import build_llava, write_llava
-
     check_target(out_dir, force)
     template = template_of(cfg) if template is None else template
     exported = build_llava(model, image_processor_of(cfg, model), template, dtype=dtype)
@@ -138,8 +104,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    from alignkit.cli.loading import load_model_and_source
-
     args = parse_args(argv)
     check_target(args.out_dir, args.force)  # before loading a 7B model
     first, second = (args.config, args.checkpoint) if args.config else (args.checkpoint, None)

@@ -48,18 +48,17 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from alignkit.cli import console
-from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
+from alignkit.cli.common import LabelDataSettings, LlavaImageDataset, collate_images, load_rows
 from alignkit.labelers.cache import FAILURES, LabelCacheWriter, ShardRecord, new_manifest, sha256_file
 from alignkit.labelers.cache.writer import rejection
 from alignkit.registry import LABELERS
@@ -68,127 +67,6 @@ PROG = "extract_labels"
 # Below this fraction of images labelled, the run fails: beyond 10 % failures the cause is almost
 # always a wrong image_folder or a missing sub-folder, not a few broken files.
 MIN_SUCCESS = 0.9
-
-
-# --- config ------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelDataSettings:
-    """``label_data`` of the config, validated."""
-
-    ann_file: str
-    image_folder: str
-    batch_size: int = 64
-    num_workers: int = 4
-    shard_size: int = 4096
-    # The image rules of training (alignkit.datasets.image_io.open_image, LLaVADataset's same-named options).
-    allow_outside_root: bool = False
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    max_image_aspect: float = DEFAULT_MAX_ASPECT
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "LabelDataSettings":
-        if "label_data" not in cfg:
-            raise ValueError("config has no `label_data`; expected dict(ann_file=..., image_folder=..., ...)")
-        raw = dict(cfg.label_data)
-        known = tuple(f.name for f in fields(cls))
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ValueError(f"label_data has unknown key(s) {unknown}; valid keys are {list(known)}")
-        for key in ("ann_file", "image_folder"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise ValueError(f"label_data.{key} must be a path (str), got {raw.get(key)!r}")
-        settings = cls(**raw)
-        for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_size", 1)):
-            v = getattr(settings, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
-        if not isinstance(settings.allow_outside_root, bool):
-            raise ValueError(f"label_data.allow_outside_root must be True or False, got {settings.allow_outside_root!r}")
-        return settings
-
-    @property
-    def image_rules(self) -> dict:
-        """``open_image``'s keyword arguments (recorded in the manifest: they decide which images fail)."""
-        return dict(allow_outside_root=self.allow_outside_root, max_pixels=self.max_image_pixels,
-                    max_aspect=self.max_image_aspect)
-
-
-# --- the annotation file -----------------------------------------------------
-class ImageRow(NamedTuple):
-    row: int  # index in the JSON list
-    id: str  # the sample id (str of the JSON "id")
-    image: str  # the JSON "image" value
-    path: str  # image_folder joined with it
-    root: str | None = None  # the folder reads are confined to (None: path is read as it is)
-
-
-def load_rows(ann_file: str, image_folder: str) -> tuple[list[ImageRow], int, int]:
-    """``(image rows in file order, number of rows, rows without an image)``.
-
-    Raises ``ValueError`` naming the row index for a row without ``id`` or with
-    an ``image`` that is not one path, and naming the id for a duplicate.
-    """
-    with open(ann_file, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{ann_file}: expected a JSON list of rows, got {type(data).__name__}")
-    rows: list[ImageRow] = []
-    seen: dict[str, int] = {}
-    no_image = 0
-    for r, item in enumerate(data):
-        if not isinstance(item, dict) or item.get("id") is None:
-            raise ValueError(f"{ann_file}: row {r} has no 'id' (got {str(item)[:200]})")
-        if item.get("image") is None:
-            no_image += 1  # text-only rows of an instruct mix: nothing to label
-            continue
-        image = item["image"]
-        if not isinstance(image, str) or not image:
-            raise ValueError(
-                f"{ann_file}: row {r} (id {item['id']!r}) has 'image' {image!r}; expected one relative path (str)"
-            )
-        sid = str(item["id"])
-        if sid in seen:
-            raise ValueError(f"{ann_file}: duplicate sample id {sid!r} in rows {seen[sid]} and {r}; ids must be unique")
-        seen[sid] = r
-        rows.append(ImageRow(r, sid, image, os.path.join(image_folder, image), image_folder))
-    return rows, len(data), no_image
-
-
-class LlavaImageDataset(Dataset):
-    """Decodes the images of ``rows``: ``(index, Float[3, S, S] or None, reason or None)``.
-
-    Images are opened as training opens them (``open_image``: 16-bit and alpha
-    converted, memory bounded by ``max_pixels``/``max_aspect``, paths confined to
-    the row's ``root`` unless ``allow_outside_root``). A failure is returned, not
-    raised, so that one bad file never kills a DataLoader worker (and with it the run).
-    """
-
-    def __init__(self, rows: Sequence[ImageRow], transform, **image_rules) -> None:
-        self.rows = rows
-        self.transform = transform
-        self.image_rules = image_rules  # open_image's allow_outside_root, max_pixels, max_aspect
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        row = self.rows[index]
-        try:
-            image = open_image(row.image if row.root is not None else row.path, root=row.root, **self.image_rules)
-            return index, self.transform(image), None
-        except ImageError as e:  # the reason is training's skip reason
-            return index, None, f"{e.reason}: {e.detail}"
-        except Exception as e:  # any transform error of one file is that file's failure
-            return index, None, f"{type(e).__name__}: {e}"
-
-
-def collate_images(batch):
-    """``(Long[B] dataset indices of decoded images, Float[B, 3, S, S] or None, [(index, reason)])``."""
-    ok = [(i, x) for i, x, err in batch if err is None]
-    failed = [(i, err) for i, _, err in batch if err is not None]
-    index = torch.tensor([i for i, _ in ok], dtype=torch.long)
-    images = torch.stack([x for _, x in ok]) if ok else None
-    return index, images, failed
 
 
 # --- distribution ------------------------------------------------------------

@@ -24,7 +24,7 @@ from mmengine.runner import Runner
 
 from alignkit.cli import console, plain
 import alignkit.registry  # noqa: F401  (the 'alignkit' scope)
-from alignkit.cli.loading import load_weights, resolve
+from alignkit.cli.common import load_weights, resolve
 from alignkit.engine.compat import apply_compat
 from alignkit.engine.hooks import require_hooks
 from alignkit.project_configs import find_config

@@ -18,7 +18,7 @@ and ``summary.json`` (every image, the skipped ones with their reason, and the
 metrics over all images). ``main`` returns that summary.
 
 The model: a CHECKPOINT (its config is found next to it, see
-:mod:`alignkit.cli.loading`), CONFIG + CHECKPOINT, or a CONFIG alone (weights as
+:mod:`alignkit.cli.common`), CONFIG + CHECKPOINT, or a CONFIG alone (weights as
 the config builds them: a random adapter; the title says so). The labeler and
 word table are the model's aligner's; for a model without one (the LLaVA-1.5
 baseline) pass ``--labeler '{"type": "CLIPTopNLabeler"}'`` (the vision
@@ -42,7 +42,7 @@ from mmengine.config import DictAction
 from PIL import Image
 
 from alignkit.cli import console, plain
-from alignkit.cli.loading import load_model_and_source
+from alignkit.cli.common import check_out_dir, is_config, load_model_and_source
 from alignkit.datasets.image_io import ImageError, open_image
 from alignkit.engine.metrics.functional import (
     label_cosine,
@@ -50,24 +50,15 @@ from alignkit.engine.metrics.functional import (
     nearest_word_hits,
     nearest_words,
 )
+from alignkit.registry import LABELERS
 from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.word_table import build_word_table
 
 PROG = "visualize_alignment"
 HIT, MISS = "#1a7f37", "#c62828"  # green / red boxes under white text
 
 
 # --- inputs ------------------------------------------------------------------
-def check_out_dir(out: str, force: bool) -> Path:
-    """Create ``out``; refuse one that already holds files unless ``force``."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out!r} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise ValueError(f"--out {out!r} already holds files; pass --force to write into it anyway")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def read_image(path: str) -> Image.Image:
     """The image at ``path`` as RGB (``open_image``); ValueError naming the path when it cannot be read."""
     try:
@@ -196,9 +187,6 @@ def labeler_and_table(model, labeler_cfg: dict | None):
                 "'{\"type\": \"CLIPTopNLabeler\"}' to label its patches with the vision encoder's open_clip model"
             )
         return aligner.labeler, aligner.word_table, aligner.word_valid, list(aligner.words)
-    from alignkit.registry import LABELERS
-    from alignkit.word_table import build_word_table
-
     enc = model.vision_encoder
     cfg = dict(labeler_cfg)
     cfg.setdefault("model_name", enc.model_name)
@@ -229,9 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _split_model_args(args) -> tuple[str | None, list[str]]:
     """CONFIG CHECKPOINT IMAGE...: the second positional is a checkpoint when the first is a config and it ends .pth."""
-    from alignkit.cli.loading import _is_config
-
-    if _is_config(args.model) and args.images and args.images[0].endswith((".pth", ".pt", ".ckpt")):
+    if is_config(args.model) and args.images and args.images[0].endswith((".pth", ".pt", ".ckpt")):
         return args.images[0], args.images[1:]
     return None, list(args.images)
 

@@ -31,7 +31,7 @@ from alignkit.datasets.image_processor import (
     expand_to_square,
 )
 from alignkit.datasets.llava_dataset import LLaVADataset
-from alignkit.datasets.samplers import LengthGroupedSampler, length_grouped_indices
+from alignkit.datasets.length_grouped_sampler import LengthGroupedSampler, length_grouped_indices
 from alignkit.datasets.templates import (
     TEMPLATES,
     ChatTemplate,

@@ -47,6 +47,7 @@ from alignkit.datasets.constants import ERROR_PREFIX, IGNORE_INDEX, IMAGE_TOKEN_
 from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.datasets.templates import encode_conversation, get_template
 from alignkit.datasets.tokenizers import load_tokenizer
+from alignkit.labelers.cache import LabelCache
 from alignkit.registry import DATASETS, TRANSFORMS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 
@@ -311,8 +312,6 @@ class LLaVADataset(BaseDataset):
     @property
     def label_cache(self):
         if self._label_cache is None and self.label_cache_cfg is not None:
-            from alignkit.labelers.cache import LabelCache
-
             self._label_cache = LabelCache(**self.label_cache_cfg)
         return self._label_cache
 

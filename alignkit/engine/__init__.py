@@ -12,6 +12,7 @@ from alignkit.engine.compat import (
     load_checkpoint_file,
 )
 from alignkit.engine.hooks import (
+    AdapterArtifactHook,
     LabelCacheCheckHook,
     ModelDescriptionHook,
     NonFinitePatchesHook,
@@ -21,6 +22,7 @@ from alignkit.engine.hooks import (
 from alignkit.engine.metrics import AlignmentMetric
 
 __all__ = [
+    "AdapterArtifactHook",
     "AlignmentMetric",
     "LabelCacheCheckHook",
     "ModelDescriptionHook",

@@ -42,14 +42,36 @@ no-op where it is not needed, and says below why it exists:
 5. **DeepSpeed as an optional extra** (``check_deepspeed``). A config with
    ``strategy=dict(type='DeepSpeedStrategy', ...)`` fails early with an install
    hint when deepspeed is missing, and when ``optim_wrapper`` is not the
-   ``DeepSpeedOptimWrapper`` the strategy needs.
+   ``DeepSpeedOptimWrapper`` the strategy needs; and when the installed
+   deepspeed is 0.19.7 or newer, which removed ``deepspeed.runtime.fp16.onebit``
+   that mmengine 0.10's ``DeepSpeedStrategy`` imports when it registers
+   optimizers (the ``deepspeed`` extra pins ``deepspeed>=0.14,<=0.19.6``).
+6. **ZeRO-3 builds the LLM partitioned** (``zero3_model_init``). mmengine
+   builds the whole model on every rank, then ``deepspeed.initialize`` shards
+   it, so a 13B LLM would first materialise whole on each rank. transformers
+   builds a model partitioned (``deepspeed.zero.Init``, weights loaded one
+   module at a time) inside ``from_pretrained``/``from_config`` while an
+   ``HfDeepSpeedConfig`` object is alive (it holds only a weak reference to
+   it). For a ZeRO-3 strategy we create one from the strategy's DeepSpeed
+   config and keep it until the next ``apply_compat``, which drops it for a
+   config that is not ZeRO-3 (several runs in one process must not leak it).
+   Needs ``accelerate`` (in the ``deepspeed`` extra).
+7. **Hooks see DeepSpeed checkpoints** (``deepspeed_checkpoint_hooks``).
+   mmengine 0.10's ``DeepSpeedStrategy.save_checkpoint`` ignores the
+   ``callback`` through which ``FlexibleRunner`` calls the hooks'
+   ``before_save_checkpoint``, so ``AdapterArtifactHook`` and ``RNGStateHook``
+   never ran at a checkpoint under DeepSpeed. We call it first, on every rank
+   (DeepSpeed saves collectively), with the same ``extra_ckpt`` dict that is
+   saved, as mmengine's other strategies do.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
+import importlib.metadata
 import importlib.util
 import logging
-import contextlib
 import os
 import pickle
 import urllib.parse
@@ -61,6 +83,7 @@ from mmengine.device import get_device
 from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.utils import digit_version
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
@@ -69,11 +92,13 @@ __all__ = [
     "apply_compat",
     "check_deepspeed",
     "cpu_model_wrapper",
+    "deepspeed_checkpoint_hooks",
     "init_cpu_distributed",
     "install_checkpoint_loader",
     "load_checkpoint_file",
     "load_checkpoint_url",
     "warn_epoch_sampler",
+    "zero3_model_init",
 ]
 
 # --- 1. checkpoints under torch >= 2.6 ---------------------------------------
@@ -356,6 +381,7 @@ def check_deepspeed(cfg: Config) -> None:
             "install the extra with `pip install 'alignkit[deepspeed]'` (or `pip install 'deepspeed>=0.14'`), "
             "or drop the strategy to train with DDP"
         )
+    _check_deepspeed_version()
     wrapper = cfg.get("optim_wrapper") or {}
     if wrapper.get("type") != "DeepSpeedOptimWrapper":
         raise ValueError(
@@ -373,6 +399,102 @@ def check_deepspeed(cfg: Config) -> None:
         )
 
 
+# mmengine 0.10.7 imports deepspeed.runtime.fp16.onebit (OnebitAdam, ...), removed in deepspeed 0.19.7.
+_DEEPSPEED_MAX = "0.19.6"
+
+
+def _check_deepspeed_version() -> None:
+    try:
+        version = importlib.metadata.version("deepspeed")
+    except importlib.metadata.PackageNotFoundError:  # importable without metadata (a source checkout)
+        return
+    if digit_version(version) > digit_version(_DEEPSPEED_MAX) and importlib.util.find_spec(
+        "deepspeed.runtime.fp16.onebit"
+    ) is None:
+        raise ImportError(
+            f"deepspeed {version} removed deepspeed.runtime.fp16.onebit, which mmengine's DeepSpeedStrategy imports; "
+            f"install deepspeed<={_DEEPSPEED_MAX} (`pip install 'alignkit[deepspeed]'` pins it)"
+        )
+
+
+# --- 6. ZeRO-3 builds the LLM partitioned ------------------------------------
+
+_hf_deepspeed_config = None  # the live HfDeepSpeedConfig (transformers keeps only a weak reference)
+
+
+def deepspeed_config(strategy: dict) -> dict:
+    """The DeepSpeed config dict that mmengine's ``DeepSpeedStrategy`` will pass to ``deepspeed.initialize``."""
+    base = strategy.get("config")
+    if isinstance(base, str):
+        import json
+
+        with open(base, encoding="utf-8") as f:
+            base = json.load(f)
+    config = dict(base or {})
+    for key in ("zero_optimization", "gradient_clipping", "fp16", "bf16", "amp", "activation_checkpointing", "aio",
+                "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        if strategy.get(key) is not None:
+            config[key] = strategy[key]
+    config.setdefault("gradient_accumulation_steps", 1)
+    return config
+
+
+def zero3_model_init(cfg: Config) -> bool:
+    """Keep an ``HfDeepSpeedConfig`` alive for a ZeRO-3 strategy (drop it otherwise); returns whether one is set."""
+    global _hf_deepspeed_config
+    zero3 = False
+    if _strategy_type(cfg) == "DeepSpeedStrategy":
+        config = deepspeed_config(cfg.strategy)
+        zero3 = int((config.get("zero_optimization") or {}).get("stage", 0)) == 3
+    if _hf_deepspeed_config is not None or zero3:
+        from transformers.integrations import deepspeed as hf_deepspeed
+
+        hf_deepspeed.unset_hf_deepspeed_config()
+        _hf_deepspeed_config = None
+        if zero3:
+            if importlib.util.find_spec("accelerate") is None:
+                raise ImportError(
+                    "ZeRO-3 builds the LLM partitioned through transformers' HfDeepSpeedConfig, which needs "
+                    "accelerate: `pip install 'alignkit[deepspeed]'` (or `pip install accelerate`)"
+                )
+            _hf_deepspeed_config = hf_deepspeed.HfDeepSpeedConfig(_plain(config))
+    return zero3
+
+
+def _plain(obj):
+    """mmengine ConfigDicts -> plain dicts/lists (DeepSpeed copies and serialises its config)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --- 7. hooks see DeepSpeed checkpoints --------------------------------------
+
+
+def deepspeed_checkpoint_hooks(cfg: Config) -> bool:
+    """Make ``DeepSpeedStrategy.save_checkpoint`` call its ``callback`` (the hooks); idempotent."""
+    if _strategy_type(cfg) != "DeepSpeedStrategy":
+        return False
+    from mmengine._strategy.deepspeed import DeepSpeedStrategy
+
+    original = DeepSpeedStrategy.save_checkpoint
+    if getattr(original, "__alignkit_calls_callback__", False):
+        return True
+
+    @functools.wraps(original)
+    def save_checkpoint(self, filename, *, extra_ckpt=None, callback=None, **kwargs):
+        extra_ckpt = dict() if extra_ckpt is None else extra_ckpt
+        if callback is not None:
+            callback(extra_ckpt)
+        return original(self, filename, extra_ckpt=extra_ckpt, callback=None, **kwargs)
+
+    save_checkpoint.__alignkit_calls_callback__ = True
+    DeepSpeedStrategy.save_checkpoint = save_checkpoint
+    return True
+
+
 # --- all of them --------------------------------------------------------------
 
 
@@ -380,6 +502,8 @@ def apply_compat(cfg: Config) -> Config:
     """Apply every fix above to ``cfg`` (in place; also returned). Call before building the Runner."""
     install_checkpoint_loader()
     check_deepspeed(cfg)
+    zero3_model_init(cfg)
+    deepspeed_checkpoint_hooks(cfg)
     init_cpu_distributed(cfg)
     cpu_model_wrapper(cfg)
     amp_on_cpu(cfg)

@@ -5,8 +5,6 @@
 - ``HFCLIPTopNLabeler`` / ``HFSigLIPTopNLabeler`` (registered in ``LABELERS``):
   the same on Hugging Face transformers ``CLIPModel`` / ``SiglipModel``.
 - ``load_or_build_bank``: the on-disk text-bank cache, for a labeler of your own.
-- ``forward_features``: one tower forward -> adapter features + dense
-  embeddings, for MLLMs that run the tower themselves.
 - ``load_word_list`` / ``WordList`` / ``default_word_list``: word lists.
 - ``LabelCache``: reads the offline label cache of ``tools/extract_labels.py``.
 - ``chunked_topn`` / ``cosine_topn``: the pure top-n functions.
@@ -15,8 +13,6 @@ from alignkit.labelers.base import BaseLabeler, OpenCLIPTopNLabeler, TopNLabeler
 from alignkit.labelers.cache import LabelCache
 from alignkit.labelers.clip import CLIPTopNLabeler
 from alignkit.labelers.functional import chunked_topn, cosine_topn, drop_below, naive_topn
-from alignkit.labelers.open_clip_dense import DENSE_MODES, DenseMode, forward_features
-from alignkit.labelers.open_clip_model import load_open_clip
 from alignkit.labelers.hf_base import HFTopNLabeler, build_hf_text_bank
 from alignkit.labelers.hf_clip import HFCLIPTopNLabeler
 from alignkit.labelers.hf_siglip import HFSigLIPTopNLabeler
@@ -27,8 +23,6 @@ from alignkit.labelers.word_list import WordList, default_word_list, load_word_l
 __all__ = [
     "BaseLabeler",
     "CLIPTopNLabeler",
-    "DENSE_MODES",
-    "DenseMode",
     "HFCLIPTopNLabeler",
     "HFSigLIPTopNLabeler",
     "HFTopNLabeler",
@@ -45,8 +39,6 @@ __all__ = [
     "default_word_list",
     "drop_below",
     "encode_text_tokens",
-    "forward_features",
-    "load_open_clip",
     "load_or_build_bank",
     "load_word_list",
     "naive_topn",

@@ -9,7 +9,7 @@ be fed from elsewhere:
   cosine against the cached text bank (V, C), scores ``<= min_score`` emptied.
 
 ``labeler(images)`` does both. An MLLM that already runs the same tower for its
-adapter calls :func:`alignkit.labelers.open_clip_dense.forward_features` once
+adapter calls :func:`alignkit.towers.open_clip.forward_features` once
 and hands ``dense`` to ``label``.
 
 Labelers are plain objects, not ``nn.Module``: their frozen CLIP weights must
@@ -26,7 +26,10 @@ import torch
 from torch import Tensor
 
 from alignkit.labelers.functional import cosine_topn
-from alignkit.labelers.open_clip_dense import (
+from alignkit.labelers.text_bank import build_text_bank, check_prompt, load_or_build_bank
+from alignkit.labelers.word_list import WordList, as_word_list
+from alignkit.structures import PatchLabels
+from alignkit.towers.open_clip import (
     check_images,
     forward_features,
     get_dense_mode,
@@ -34,10 +37,7 @@ from alignkit.labelers.open_clip_dense import (
     tower_image_size,
     tower_input_dtype,
 )
-from alignkit.labelers.open_clip_model import load_open_clip
-from alignkit.labelers.text_bank import build_text_bank, check_prompt, load_or_build_bank
-from alignkit.labelers.word_list import WordList, as_word_list
-from alignkit.structures import PatchLabels
+from alignkit.towers.open_clip_loader import load_open_clip
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -249,7 +249,7 @@ class OpenCLIPTopNLabeler(TopNLabeler):
         return dense
 
     def forward_features(self, images: Tensor, feature_layers: Sequence[int] = (-2,)):
-        """``open_clip_dense.forward_features`` on this labeler's tower and dense mode."""
+        """``towers.open_clip.forward_features`` on this labeler's tower and dense mode."""
         return forward_features(self.visual, images, feature_layers, self.dense_mode)
 
     def fingerprint(self) -> dict:

@@ -5,12 +5,11 @@
 - ``SEAAligner``: labels -> samplers -> word table -> align loss × λ, on plain tensors.
 - ``LLaVAModel``: vision encoder -> adapter -> Hugging Face causal LM (+ aligner), an mmengine ``BaseModel``.
 - ``splice_visual_tokens``: LLaVA's image-placeholder splicing, vectorised.
-- ``save_adapter`` / ``load_adapter`` / ``AdapterArtifactHook``: the stage-1 artifact.
 
-Every class registers itself (``MODELS``, ``HOOKS``) when this package is imported.
+Every class registers itself (``MODELS``) when this package is imported. The stage-1
+artifact (``save_adapter`` / ``load_adapter``) is in ``alignkit.export``, its hook
+(``AdapterArtifactHook``) in ``alignkit.engine.hooks``.
 """
-from alignkit.models.adapter_artifact_hook import AdapterArtifactHook
-from alignkit.models.artifact import AdapterArtifact, load_adapter, load_adapter_into, save_adapter
 from alignkit.models.builders import build_llm, build_tokenizer
 from alignkit.models.hf_vision_encoder import HFVisionEncoder
 from alignkit.models.llava_model import LLaVAModel
@@ -19,8 +18,6 @@ from alignkit.models.splice import Spliced, splice_visual_tokens
 from alignkit.models.vision_encoder import OpenCLIPVisionEncoder, VisionOutput
 
 __all__ = [
-    "AdapterArtifact",
-    "AdapterArtifactHook",
     "HFVisionEncoder",
     "LLaVAModel",
     "OpenCLIPVisionEncoder",
@@ -29,8 +26,5 @@ __all__ = [
     "VisionOutput",
     "build_llm",
     "build_tokenizer",
-    "load_adapter",
-    "load_adapter_into",
-    "save_adapter",
     "splice_visual_tokens",
 ]

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.datasets.tokenizers import load_tokenizer
+from alignkit.registry import FUNCTIONS
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, None: None}
 # config keys compared with a loaded model's config (when the config states them)
 _CHECKED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "model_type")
@@ -59,17 +62,11 @@ def build_tokenizer(cfg):
     if cfg is None:
         return None
     if isinstance(cfg, str):
-        from alignkit.datasets.tokenizers import load_tokenizer
-
         return load_tokenizer(cfg)
     if isinstance(cfg, dict):
         cfg = dict(cfg)
         if "type" in cfg:
-            from alignkit.registry import FUNCTIONS
-
             return FUNCTIONS.build(cfg)
-        from alignkit.datasets.tokenizers import load_tokenizer
-
         return load_tokenizer(**cfg)
     if callable(cfg) or hasattr(cfg, "encode"):
         return cfg

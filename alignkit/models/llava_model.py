@@ -41,10 +41,15 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor
 
+from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
+from alignkit.export.artifact import load_adapter_into
 from alignkit.models.builders import as_dtype, build_llm, build_tokenizer
 from alignkit.models.splice import splice_visual_tokens
-from alignkit.registry import ADAPTERS, MODELS
+from alignkit.models.zero3 import full_shape, gathered
+from alignkit.registry import ADAPTERS, LABELERS, MODELS
 from alignkit.structures import PatchLabels
+from alignkit.word_table import build_word_table, word_token_ids
 
 PARTS = ("vision_encoder", "adapter", "llm", "aligner")
 MODES = ("loss", "tensor", "predict", "align")
@@ -137,8 +142,6 @@ class LLaVAModel(BaseModel):
         aligner_cfg = None if aligner is None else dict(aligner)
         labeler = None
         if aligner_cfg is not None and isinstance(aligner_cfg.get("labeler"), dict) and not init_empty:
-            from alignkit.registry import LABELERS
-
             labeler = LABELERS.build(_labeler_shares_tower(aligner_cfg["labeler"], vision_cfg))
             vision_cfg["loaded"] = labeler.loaded
         self.align_eval = self._check_align_eval(align_eval)
@@ -148,8 +151,6 @@ class LLaVAModel(BaseModel):
             if aligner_cfg is not None and eval_labeler_cfg == aligner_cfg.get("labeler") and labeler is not None:
                 eval_labeler = labeler
             elif isinstance(eval_labeler_cfg, dict):
-                from alignkit.registry import LABELERS
-
                 encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
                 eval_labeler = LABELERS.build(_labeler_shares_tower(eval_labeler_cfg, encoder_cfg))
                 vision_cfg.setdefault("loaded", eval_labeler.loaded)
@@ -177,7 +178,7 @@ class LLaVAModel(BaseModel):
         self.vision_encoder.tower.requires_grad_(not self.vision_encoder.frozen)
 
         self.llm = build_llm(llm, self.tokenizer, init_empty=init_empty, seed=llm_seed)
-        llm_dim = self.llm.get_input_embeddings().weight.shape[1]
+        llm_dim = full_shape(self.llm.get_input_embeddings().weight)[1]  # the LLM may be built ZeRO-3-partitioned
         self.adapter = ADAPTERS.build(
             adapter, default_args=dict(vision_dim=self.vision_encoder.vision_dim, llm_dim=llm_dim)
         )
@@ -192,8 +193,11 @@ class LLaVAModel(BaseModel):
             if not init_empty:
                 if self.tokenizer is None:
                     raise ValueError("the aligner's word table needs the LLM's tokenizer: set LLaVAModel(tokenizer=...)")
-                # Built here, before any wrapper shards the embedding matrix (ZeRO-3).
-                self.aligner.build_word_table(self.tokenizer, self.llm.get_input_embeddings())
+                # Built once, here, from the whole embedding matrix: under ZeRO-3 the LLM is built
+                # partitioned (from_pretrained under HfDeepSpeedConfig) and gathered for this one read.
+                embed = self.llm.get_input_embeddings()
+                with gathered(embed.parameters()):
+                    self.aligner.build_word_table(self.tokenizer, embed)
 
         # The labels and word table of mode='align': the aligner's unless align_eval names a labeler.
         self.eval_labeler = eval_labeler if eval_labeler is not None else getattr(self.aligner, "labeler", None)
@@ -202,11 +206,10 @@ class LLaVAModel(BaseModel):
         self.register_buffer("eval_word_tokens", None, persistent=False)
         self._eval_table_is_aligners = False
         if not init_empty and (self.eval_labeler is not None or self.aligner is not None):
-            self._build_eval_tables()
+            with gathered(self.llm.get_input_embeddings().parameters()):
+                self._build_eval_tables()
 
         if adapter_weights and not init_empty:  # a meta build has no weights to load into
-            from alignkit.models.artifact import load_adapter_into
-
             load_adapter_into(adapter_weights, self.adapter, None)
 
         for name in PARTS:
@@ -242,8 +245,6 @@ class LLaVAModel(BaseModel):
 
     def _build_eval_tables(self) -> None:
         """The word table (and, for agreement='vocab', each word's token ids) that mode='align' scores against."""
-        from alignkit.word_table import build_word_table, word_token_ids
-
         words = getattr(self.eval_labeler, "words", None)
         aligner_words = getattr(self.aligner, "words", None)
         if self.aligner is not None and self.aligner.word_table is not None and (
@@ -276,9 +277,6 @@ class LLaVAModel(BaseModel):
     @torch.no_grad()
     def _align_eval(self, inputs: dict, patch_labels: PatchLabels | None) -> list[dict]:
         """mode='align': one dict per image row (see ``AlignmentMetric``); the vision side only."""
-        from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-        from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
-
         table, valid = self._eval_tables()
         if table is None:
             raise ValueError("mode='align' needs a word table: give the model an aligner or align_eval.labeler")
@@ -376,7 +374,7 @@ class LLaVAModel(BaseModel):
         images = self._select_images(images, input_ids, has_image)
         embed = self.llm.get_input_embeddings()
         if images is None or images.shape[0] == 0:
-            p, e = self.num_visual_tokens, embed.weight.shape[1]
+            p, e = self.num_visual_tokens, full_shape(embed.weight)[1]
             visual = embed.weight.new_zeros(0, p, e)
             dense = None
         else:

@@ -24,8 +24,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from alignkit.models.zero3 import gathered
 from alignkit.registry import ALIGN_LOSSES, LABELERS, MODELS, SAMPLERS
 from alignkit.structures import EMPTY_WORD, PairSet, PatchLabels
+from alignkit.word_table import build_word_table
 
 
 def _stage_name(sampler) -> str:
@@ -118,8 +120,6 @@ class SEAAligner(nn.Module):
         tokenize to nothing get ``valid=False``; their pairs are dropped and
         counted in ``align_pairs_invalid_word``.
         """
-        from alignkit.word_table import build_word_table
-
         if self.words is None:
             raise ValueError(
                 "SEAAligner has no word list: without a labeler pass words=[...] (the list the labels' ids index)"
@@ -214,7 +214,9 @@ class SEAAligner(nn.Module):
         loss = self.loss(x, t)
         out = {"loss_align": loss * self.loss_weight}
         device = visual.device
-        out["align_temperature"] = torch.tensor(float(self.loss.temperature), device=device)
+        with gathered(self.loss.parameters()):  # ZeRO-3 releases the loss's parameters after its forward
+            temperature = float(self.loss.temperature)
+        out["align_temperature"] = torch.tensor(temperature, device=device)
         coverage = (labels.words[..., 0] != EMPTY_WORD).float().mean() if labels.words.shape[-1] else 0.0
         out["align_label_coverage"] = torch.as_tensor(coverage, dtype=torch.float32, device=device)
         out["align_patches_nonfinite"] = torch.tensor(0.0 if nonfinite is None else float(nonfinite.sum()), device=device)

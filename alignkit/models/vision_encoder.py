@@ -5,12 +5,12 @@ forward"): the adapter's input — patch tokens of block ``feature_layer``
 (layer −2 by default, LLaVA's choice), prefix tokens removed by what the tower
 *is*, never by a blind ``[:, 1:]`` — and the labeler's dense joint-space
 embeddings (final block → the tower's own head, see
-:mod:`alignkit.labelers.open_clip_dense`). The forward itself is the labeler
+:mod:`alignkit.towers.open_clip`). The forward itself is the labeler
 package's ``forward_features``; this module owns the tower.
 
 The tower can come from three places:
 
-- ``loaded``: a :class:`~alignkit.labelers.open_clip_model.LoadedModel` someone
+- ``loaded``: a :class:`~alignkit.towers.open_clip_loader.LoadedModel` someone
   already created — ``LLaVAModel`` passes the aligner's labeler's model here so
   the process holds one copy of the tower;
 - ``model_name`` + ``pretrained``: created with ``load_open_clip`` (an
@@ -25,7 +25,19 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from alignkit.models.zero3 import register_params_read_outside_forward
 from alignkit.registry import MODELS
+from alignkit.towers.open_clip import (
+    _is_open_clip_vit,
+    _is_timm_tower,
+    _num_blocks,
+    default_dense_mode,
+    forward_features,
+    get_dense_mode,
+    tower_grid,
+    tower_image_size,
+)
+from alignkit.towers.open_clip_loader import load_open_clip
 
 
 class VisionOutput(NamedTuple):
@@ -37,8 +49,6 @@ class VisionOutput(NamedTuple):
 
 def _tower_width(visual) -> int:
     """D, the width of the tower's blocks (what the adapter reads)."""
-    from alignkit.labelers.open_clip_dense import _is_open_clip_vit, _is_timm_tower
-
     if _is_open_clip_vit(visual):
         return int(visual.transformer.width)
     if _is_timm_tower(visual):
@@ -86,14 +96,6 @@ class OpenCLIPVisionEncoder(nn.Module):
         loaded=None,
     ) -> None:
         super().__init__()
-        from alignkit.labelers.open_clip_dense import (
-            _num_blocks,
-            default_dense_mode,
-            get_dense_mode,
-            tower_grid,
-            tower_image_size,
-        )
-
         if not isinstance(frozen, bool):
             raise ValueError(f"frozen must be True or False, got {frozen!r}")
         self.model_name = model_name
@@ -113,8 +115,6 @@ class OpenCLIPVisionEncoder(nn.Module):
             with torch.device("meta"):
                 visual = open_clip.create_model(model_name, pretrained=None, device="meta").visual
         else:
-            from alignkit.labelers.open_clip_model import load_open_clip
-
             self.loaded = load_open_clip(model_name, pretrained, device="cpu", precision=precision)
             visual = self.loaded.model.visual
         self.tower = visual
@@ -137,12 +137,12 @@ class OpenCLIPVisionEncoder(nn.Module):
         self.tower.requires_grad_(not frozen)
         if frozen:
             self.tower.eval()
+        # ZeRO-3: the tower reads some of its own parameters outside any forward (see models/zero3.py).
+        register_params_read_outside_forward(self, self.tower)
 
     @torch.no_grad()
     def _probe_embed_dim(self) -> int:
         """C: push one image's worth of zero tokens through the dense head (cheap, exact for any tower)."""
-        from alignkit.labelers.open_clip_dense import get_dense_mode
-
         p = next(self.tower.parameters())
         tokens = torch.zeros(1, self.num_patches, self.vision_dim, device=p.device, dtype=p.dtype)
         return int(get_dense_mode(self.dense_mode)(self.tower, tokens).shape[-1])
@@ -160,8 +160,6 @@ class OpenCLIPVisionEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> VisionOutput:
         """(B, 3, H, W) images, preprocessed with the tower's transform -> ``VisionOutput``."""
-        from alignkit.labelers.open_clip_dense import forward_features
-
         dtype = next(self.tower.parameters()).dtype
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats, dense = forward_features(self.tower, images.to(dtype), (self.feature_layer,), self.dense_mode)

@@ -33,6 +33,7 @@ from mmengine.hooks import Hook
 from alignkit.datasets import LLaVADataset
 from alignkit.models.builders import build_tokenizer
 from alignkit.registry import DATASETS, FUNCTIONS, HOOKS
+from alignkit.testing.tokenizers import DEMO_WORDS, METASPACE, chain_merges, metaspace_bpe_tokenizer
 
 DEMO_CLIP = "alignkit-demo-vit"
 DEMO_CLIP_32 = "alignkit-demo-vit-32"
@@ -119,8 +120,6 @@ def _caption_words() -> list[str]:
 @FUNCTIONS.register_module()
 def demo_tokenizer():
     """The demo LLM's tokenizer: SentencePiece-style BPE that knows the caption words whole."""
-    from alignkit.testing.tokenizers import DEMO_WORDS, METASPACE, chain_merges, metaspace_bpe_tokenizer
-
     words = list(dict.fromkeys([*DEMO_WORDS, *_caption_words()]))
     return metaspace_bpe_tokenizer(chain_merges(words, METASPACE), add_bos=True)
 

@@ -17,7 +17,7 @@ def patch_grid(tower) -> tuple[int, int]:
     ``SiglipModel``, ``SiglipVisionModel``, ... : image size // patch size of
     the vision config), or an open_clip model or its ``visual`` tower.
     """
-    from alignkit.labelers.open_clip_dense import tower_grid as open_clip_grid  # TODO(h9 move): towers.open_clip
+    from alignkit.towers.open_clip import tower_grid as open_clip_grid  # TODO(h9 move): towers.open_clip
 
     grid = getattr(tower, "grid", None)
     if isinstance(grid, (tuple, list)) and len(grid) == 2 and not callable(grid):

@@ -353,7 +353,7 @@ def text_embed_dim(model) -> int:
 # --------------------------------------------------------------------------- the mode table
 # Imported last: until the open_clip tower code moves to alignkit.towers, DenseMode's module sits in
 # alignkit.labelers, whose __init__ imports this module back; everything it needs is defined above.
-from alignkit.labelers.open_clip_dense import DenseMode  # noqa: E402  TODO(h9 move): alignkit.towers.open_clip
+from alignkit.towers.open_clip import DenseMode  # noqa: E402  TODO(h9 move): alignkit.towers.open_clip
 
 DENSE_MODES: dict[str, DenseMode] = {
     "proj": DenseMode(

@@ -95,7 +95,7 @@ class LoadedTransformersModel:
 def _hashers():
     # Imported at call time until the open_clip loader moves to alignkit.towers (TODO(h9 move)): its module
     # still sits in alignkit.labelers, whose __init__ imports this module back.
-    from alignkit.labelers.open_clip_model import file_sha256, state_dict_sha256
+    from alignkit.towers.open_clip_loader import file_sha256, state_dict_sha256
 
     return file_sha256, state_dict_sha256
 

@@ -23,31 +23,47 @@ P_DEMO = {"demo": 64, "demo_smollm2": 16}  # the demo CLIP at 64 px and at 32 px
 P_CLIP_L336, P_SIGLIP384 = 24 * 24, 27 * 27
 
 
+LLMS = ("vicuna7b", "gemma2b", "phi3_mini", "llama3_8b", "vicuna13b")
+PAPER_ROWS = (
+    # Table 2: SEA and the LLaVA-1.5 baseline, each LLM, CLIP-L/336; Vicuna-7B with SigLIP-SO/384
+    *(f"{p}{llm}{s}" for p in ("", "llava15_") for llm in (*LLMS, "vicuna7b_siglip384") for s in ("", "_finetune")),
+    # Table 1: SEA-PRIME (SigLIP-SO/384, Cambrian data, vision encoder tuned in stage 2)
+    *(f"prime_{llm}{s}" for llm in LLMS for s in ("", "_finetune")),
+    # Table 3: stage 2 with the vision encoder unfrozen, SEA and baseline
+    "vicuna7b_finetune_ve", "llava15_vicuna7b_finetune_ve",
+    # Table 2's Vicuna-7B rows on the open_clip tower (the defaults run transformers' CLIP, as LLaVA-1.5 does)
+    "vicuna7b_openclip", "llava15_vicuna7b_openclip", "vicuna7b_openclip_finetune",
+    # the offline demos
+    "demo_tiny", "demo_smollm2", "demo_smollm2_finetune",
+)
+
+
 def stem_of(name: str) -> str:
     return name[: -len(".py")]
 
 
 def expected(name: str) -> dict:
     stem = name[: -len(".py")]
-    stage2 = stem.endswith("_finetune")
-    base = stem.removesuffix("_finetune").removeprefix("llava15_").removesuffix("_openclip")  # same dims
+    tune_ve = stem.endswith("_finetune_ve") or (stem.startswith("prime_") and stem.endswith("_finetune"))
+    stage2 = stem.removesuffix("_ve").endswith("_finetune")
+    baseline, prime = stem.startswith("llava15_"), stem.startswith("prime_")
+    base = stem.removesuffix("_ve").removesuffix("_finetune").removeprefix("llava15_").removeprefix("prime_")
+    base = base.removesuffix("_openclip")  # same dims
     llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384")
-    siglip = base.endswith("_siglip384")
+    siglip = prime or base.endswith("_siglip384")
+    if stage2:
+        trainable = {"adapter", "llm"} | ({"vision_encoder"} if tune_ve else set())
+    else:
+        trainable = {"adapter"} if baseline else {"adapter", "aligner"}
     return dict(
         E=E[llm], P=P_SIGLIP384 if siglip else P_DEMO.get(llm, P_CLIP_L336),
         D=1152 if siglip else (64 if llm in P_DEMO else 1024),
-        sea=not stage2 and not stem.startswith("llava15_"),
-        trainable={"adapter", "llm"} if stage2 else ({"adapter", "aligner"} if not stem.startswith("llava15_")
-                                                    else {"adapter"}),
+        sea=not stage2 and not baseline, trainable=trainable, tune_ve=tune_ve, prime=prime, stage2=stage2,
     )
 
 
-def test_every_expected_config_exists():
-    for stem in ("vicuna7b", "llava15_vicuna7b", "gemma2b", "phi3_mini", "llama3_8b", "vicuna13b",
-                 "vicuna7b_siglip384", "demo_tiny"):
-        assert f"{stem}.py" in LEAVES
-        if stem not in ("demo_tiny", "llava15_vicuna7b"):
-            assert f"{stem}_finetune.py" in LEAVES
+def test_every_paper_row_has_a_config():
+    assert sorted(f"{row}.py" for row in PAPER_ROWS) == LEAVES
 
 
 @pytest.mark.parametrize("name", LEAVES)
@@ -90,15 +106,26 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", [n for n in LEAVES if not n.startswith("demo_")])
 def test_schedule_is_the_llava15_preset(name):
     cfg = Config.fromfile(str(CONFIGS / name))
+    want = expected(name)
     loader = cfg.train_dataloader
-    if name.endswith("_finetune.py"):
+    if want["stage2"]:
         assert cfg.optim_wrapper.optimizer.lr == 2e-5 and loader.batch_size * 8 == 128
         assert cfg.strategy.zero_optimization.stage == 3 and loader.dataset.template != "plain"
         assert loader.dataset.image_processor.pad_to_square and loader.sampler.type == "LengthGroupedSampler"
         assert cfg.model.adapter_weights.endswith("adapter.safetensors")
+        rows = 7_000_000 if want["prime"] else 665298
+        assert cfg.train_cfg.max_iters == -(-rows // 128)
+        custom = (cfg.optim_wrapper.get("paramwise_cfg") or {}).get("custom_keys", {})
+        if want["tune_ve"]:  # the vision encoder at lr 2e-6 (paper §5.1, Table 3)
+            assert cfg.optim_wrapper.optimizer.lr * custom["vision_encoder"]["lr_mult"] == pytest.approx(2e-6)
+        else:
+            assert "vision_encoder" not in custom
     else:
+        rows = 2_500_000 if want["prime"] else 558128
         assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.optim_wrapper.optimizer.weight_decay == 0.0
-        assert loader.batch_size * 8 == 256 and cfg.train_cfg.max_iters == -(-558128 // 256)
+        assert loader.batch_size * 8 == 256 and cfg.train_cfg.max_iters == -(-rows // 256)
         assert loader.sampler.type == "InfiniteSampler" and loader.dataset.template == "plain"
         assert loader.dataset.max_length == 2048 and cfg.model.autocast_dtype == "bfloat16"
-        assert cfg.param_scheduler[0].end == -(-3 * cfg.train_cfg.max_iters // 100)  # warmup 3 %
+    assert cfg.param_scheduler[0].end == -(-3 * cfg.train_cfg.max_iters // 100)  # warmup 3 %
+    if want["prime"]:
+        assert loader.dataset.sources[0].ann_file.endswith(".jsonl")

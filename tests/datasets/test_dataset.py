@@ -17,6 +17,7 @@ from alignkit.datasets import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
     SKIP_REASONS,
+    BadSample,
     LLaVADataset,
     OpenCLIPImageProcessor,
     llava_collate,
@@ -204,7 +205,6 @@ def test_skip_counts_cross_worker_processes(bad_dataset):
 def test_test_mode_raises_instead_of_replacing(bad_dataset, tmp_path, sp_model):
     ds, _ = bad_dataset
     strict = build(ds.ann_file, sp_model, ds.image_folder, template="plain", max_length=48, test_mode=True)
-    from alignkit.datasets import BadSample
 
     with pytest.raises(BadSample, match="missing_image"):
         strict[3]

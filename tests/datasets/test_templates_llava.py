@@ -25,6 +25,8 @@ from alignkit.datasets import (
     encode_conversation,
     get_template,
 )
+from alignkit.datasets.templates import Segment, encode_segments
+from alignkit.testing import byte_level_bpe_tokenizer, chain_merges
 
 # LLaVA's conv_vicuna_v1 system prompt ("--version v1" in LLaVA-1.5's scripts).
 SYSTEM = (
@@ -281,8 +283,6 @@ def test_get_template_rejects_unknown_names_and_fields():
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
 def test_measuring_from_turn_ends_equals_measuring_whole_prefixes(tokenizer, name):
     """Restarting the measurement after each </s> (linear time) changes nothing."""
-    from alignkit.datasets.templates import encode_segments
-
     conversations, has_image = CONVERSATIONS[name]
     template = get_template("vicuna_v1")
     segments = template.render(conversations, has_image)
@@ -291,9 +291,6 @@ def test_measuring_from_turn_ends_equals_measuring_whole_prefixes(tokenizer, nam
 
 
 def test_a_token_straddling_a_boundary_is_a_mismatch():
-    from alignkit.datasets.templates import Segment, encode_segments
-    from alignkit.testing import byte_level_bpe_tokenizer, chain_merges
-
     tok = byte_level_bpe_tokenizer(chain_merges(["cats"], "Ġ"))  # " cats" is one token
     assert len(tok.encode(" cats", add_special_tokens=False)) == 1
     with pytest.raises(BadSample) as info:

@@ -19,11 +19,11 @@ from safetensors.torch import load_file
 
 from alignkit.cli.chat import main as chat
 from alignkit.cli.chat import prompt_ids
-from alignkit.cli.export_hf import image_processor_of, template_of
-from alignkit.cli.loading import load_model_and_source
+from alignkit.cli.common import load_model_and_source
 from alignkit.cli.train import main as train
 from alignkit.datasets.constants import IMAGE_TOKEN_INDEX
 from alignkit.engine.compat import load_checkpoint_file
+from alignkit.export.hf import image_processor_of, template_of
 from alignkit.testing.demo import _caption_words, write_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import torch
 
 from alignkit.cli.train import main
 from alignkit.engine.compat import load_checkpoint_file
-from alignkit.models import load_adapter
+from alignkit.export import load_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
@@ -83,7 +83,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path, data_root):
     cfg = tmp_path / "demo_dump.py"  # the demo plus a hook that dumps every rank's weights
     cfg.write_text(
         f"_base_ = [{DEMO!r}]\n"
-        "custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo', 'e2e_hooks'],"
+        "custom_imports = dict(imports=['alignkit.engine', 'alignkit.testing.demo', 'e2e_hooks'],"
         " allow_failed_imports=False)\n"
         "custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'),"
         " dict(type='alignkit_e2e.DumpTrainableHook')]\n"

@@ -24,7 +24,7 @@ WORDS = ["cat", "coffee", "rocket", "astronaut", "clock", "horse", "coins", "cam
 
 TRAIN_CONFIG = """
 _base_ = [{stage1!r}, {runtime!r}]
-custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo'],
+custom_imports = dict(imports=['alignkit.engine', 'alignkit.testing.demo'],
                       allow_failed_imports=False)
 clip = {clip!r}
 labeler = dict(type='HFCLIPTopNLabeler', word_list={words!r}, top_n=3, cache_dir={banks!r})

@@ -30,6 +30,7 @@ from alignkit.engine.metrics import (
 )
 from alignkit.registry import METRICS, MODELS
 from alignkit.structures import PatchLabels
+from alignkit.testing.demo import write_demo_data
 
 SEEDS = st.integers(0, 2**31 - 1)
 
@@ -370,8 +371,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs"
 
 def test_the_demo_validates_on_held_out_photographs(tmp_path):
     import json
-
-    from alignkit.testing.demo import write_demo_data
 
     cfg = Config.fromfile(str(CONFIGS / "demo_tiny.py"))
     rows = json.loads(Path(write_demo_data(tmp_path)).read_text())

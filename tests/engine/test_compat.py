@@ -113,3 +113,43 @@ def test_deepspeed_strategy_needs_the_deepspeed_optim_wrapper(monkeypatch):
         compat.check_deepspeed(cfg)
     cfg.optim_wrapper = dict(type="DeepSpeedOptimWrapper", optimizer=dict(type="AdamW"))
     compat.check_deepspeed(cfg)
+
+
+def test_zero3_config_keeps_an_hf_deepspeed_config_alive_until_the_next_run():
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("accelerate")
+    from transformers.integrations import deepspeed_config, is_deepspeed_zero3_enabled
+
+    zero3 = Config(dict(strategy=dict(type="DeepSpeedStrategy", zero_optimization=dict(stage=3),
+                                      bf16=dict(enabled=True), train_micro_batch_size_per_gpu=2)))
+    try:
+        assert compat.zero3_model_init(zero3) and is_deepspeed_zero3_enabled()
+        # what transformers hands to deepspeed.zero.Init: the strategy's own DeepSpeed config
+        assert deepspeed_config()["zero_optimization"] == {"stage": 3} and deepspeed_config()["bf16"]["enabled"]
+        zero2 = Config(dict(strategy=dict(type="DeepSpeedStrategy", zero_optimization=dict(stage=2))))
+        assert not compat.zero3_model_init(zero2) and not is_deepspeed_zero3_enabled()
+        assert compat.zero3_model_init(zero3)
+    finally:
+        assert not compat.zero3_model_init(Config(dict())) and not is_deepspeed_zero3_enabled()
+
+
+def test_deepspeed_strategy_calls_the_checkpoint_hooks_before_saving(monkeypatch):
+    pytest.importorskip("deepspeed")
+    from mmengine._strategy.deepspeed import DeepSpeedStrategy
+
+    saved = []
+
+    def save_checkpoint(self, filename, *, extra_ckpt=None, callback=None, **kwargs):  # mmengine's: ignores callback
+        saved.append((filename, dict(extra_ckpt), kwargs))
+
+    monkeypatch.setattr(DeepSpeedStrategy, "save_checkpoint", save_checkpoint)
+    assert not compat.deepspeed_checkpoint_hooks(Config(dict(strategy=dict(type="DDPStrategy"))))
+    assert compat.deepspeed_checkpoint_hooks(Config(dict(strategy=dict(type="DeepSpeedStrategy"))))
+    assert compat.deepspeed_checkpoint_hooks(Config(dict(strategy=dict(type="DeepSpeedStrategy"))))  # idempotent
+
+    def hook(checkpoint):  # FlexibleRunner's callback: the hooks' before_save_checkpoint
+        checkpoint["hooked"] = len(saved)
+
+    DeepSpeedStrategy.save_checkpoint(object(), "iter_2.pth", extra_ckpt={"meta": {}}, callback=hook,
+                                      save_optimizer=True)
+    assert saved == [("iter_2.pth", {"meta": {}, "hooked": 0}, {"save_optimizer": True})]

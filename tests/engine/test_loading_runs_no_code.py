@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from alignkit.cli.convert_checkpoint import main as convert
 from alignkit.cli.train import main as train
 from alignkit.engine.compat import load_checkpoint_file
-from alignkit.models.artifact import FORMAT, load_adapter
+from alignkit.export.artifact import FORMAT, load_adapter
 from alignkit.registry import ADAPTERS, MODELS
 
 

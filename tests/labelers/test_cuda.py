@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from alignkit.labelers.functional import chunked_topn
-from alignkit.labelers.open_clip_dense import forward_features
+from alignkit.towers.open_clip import forward_features
 from alignkit.registry import LABELERS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

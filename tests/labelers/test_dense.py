@@ -3,7 +3,7 @@ import open_clip
 import pytest
 import torch
 
-from alignkit.labelers.open_clip_dense import DENSE_MODES, forward_features
+from alignkit.towers.open_clip import DENSE_MODES, forward_features
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from alignkit.labelers import CLIPTopNLabeler, HFCLIPTopNLabeler, HFSigLIPTopNLabeler, SigLIPTopNLabeler
-from alignkit.labelers.open_clip_dense import forward_features as open_clip_forward
+from alignkit.towers.open_clip import forward_features as open_clip_forward
 from alignkit.registry import LABELERS
 from alignkit.testing.hf_tiny import clip_bpe_tokenizer, save_hf_tower
 from alignkit.towers import transformers as hf_tower

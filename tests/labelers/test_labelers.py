@@ -6,7 +6,8 @@ import open_clip
 import pytest
 import torch
 
-from alignkit.labelers import BaseLabeler, forward_features
+from alignkit.labelers import BaseLabeler
+from alignkit.towers.open_clip import forward_features
 from alignkit.registry import LABELERS
 from alignkit.structures import PairSet, PatchLabels
 from alignkit.testing.hf_tiny import save_hf_tower, tiny_clip, tiny_siglip

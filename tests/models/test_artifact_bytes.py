@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from alignkit.models.artifact import load_adapter, safetensors_bytes, save_adapter
+from alignkit.export.artifact import load_adapter, safetensors_bytes, save_adapter
 from alignkit.registry import ADAPTERS, ALIGN_LOSSES
 
 

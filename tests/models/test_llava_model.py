@@ -6,8 +6,10 @@ import torch
 from model_builders import tiny_model_cfg
 from torch import nn
 
+from alignkit.cli.convert_checkpoint import main as convert_checkpoint_main
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from alignkit.models import load_adapter, save_adapter, splice_visual_tokens
+from alignkit.export import load_adapter, save_adapter
+from alignkit.models import splice_visual_tokens
 from alignkit.registry import MODELS
 
 
@@ -160,14 +162,12 @@ def test_adapter_artifact_round_trip_and_llava_keys(sea_model, tmp_path):
     assert torch.equal(art.loss_state["logit_scale"], sea_model.aligner.loss.logit_scale.detach())
     assert art.metadata["llava_projector_type"] == "mlp2x_gelu"
 
-    from alignkit.cli.convert_checkpoint import main
-
-    main([str(path), str(tmp_path / "mm_projector.bin")])
+    convert_checkpoint_main([str(path), str(tmp_path / "mm_projector.bin")])
     llava = torch.load(tmp_path / "mm_projector.bin", weights_only=True)
     assert sorted(llava) == ["model.mm_projector.0.bias", "model.mm_projector.0.weight",
                              "model.mm_projector.2.bias", "model.mm_projector.2.weight"]
     assert torch.equal(llava["model.mm_projector.2.weight"], sea_model.adapter.layers[2].weight.detach())
-    main(["--to", "alignkit", str(tmp_path / "mm_projector.bin"), str(tmp_path / "back.safetensors")])
+    convert_checkpoint_main(["--to", "alignkit", str(tmp_path / "mm_projector.bin"), str(tmp_path / "back.safetensors")])
     back = load_adapter(tmp_path / "back.safetensors").build_adapter()
     assert torch.equal(back.layers[0].weight, sea_model.adapter.layers[0].weight.detach())
 

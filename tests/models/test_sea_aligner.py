@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
-from alignkit.models import SEAAligner
+from alignkit.labelers import CLIPTopNLabeler
+from alignkit.models import OpenCLIPVisionEncoder, SEAAligner
 from alignkit.registry import MODELS
 from alignkit.structures import PairSet, PatchLabels
 from alignkit.testing import byte_level_bpe_tokenizer, random_embedding
+from alignkit.towers.open_clip import forward_features
 from alignkit.word_table import build_word_table
 
 # "" tokenizes to nothing: its word-table row is invalid, so its pairs must be dropped and counted.
@@ -139,9 +141,6 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
 
 def test_labels_from_the_encoders_dense_output_share_one_tower():
     """The labeler labels the wrapper's own dense output: same labels, same loss, one tower in memory."""
-    from alignkit.labelers import CLIPTopNLabeler, forward_features
-    from alignkit.models import OpenCLIPVisionEncoder
-
     labeler = CLIPTopNLabeler("alignkit-demo-vit", None, word_list=[w for w in WORDS if w], top_n=3, device="cpu")
     encoder = OpenCLIPVisionEncoder("alignkit-demo-vit", loaded=labeler.loaded)
     assert encoder.tower is labeler.visual

@@ -21,8 +21,9 @@ from PIL import Image
 
 from alignkit.cli import chat
 from alignkit.cli.chat import main
-from alignkit.cli.export_hf import image_processor_of, main as export_hf, template_of
-from alignkit.cli.loading import load_model_and_source
+from alignkit.cli.common import load_model_and_source
+from alignkit.cli.export_hf import main as export_hf
+from alignkit.export.hf import image_processor_of, template_of
 from alignkit.datasets.constants import IMAGE_TOKEN_INDEX
 from alignkit.datasets.templates.presets import VICUNA_SYSTEM
 from alignkit.models.llava_model import LLaVAModel

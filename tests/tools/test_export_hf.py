@@ -21,17 +21,26 @@ import torch
 from PIL import Image
 from torch import nn
 
-from alignkit.cli.export_hf import image_processor_of, main, template_of
-from alignkit.cli.loading import load_model_and_source
+import alignkit.testing.demo  # noqa: F401  (registers the tiny ViT config)
+from alignkit.cli.common import load_model_and_source
+from alignkit.cli.export_hf import main
 from alignkit.datasets.templates import get_template, tokenize_with_image
-from alignkit.models.hf_export import (
+from alignkit.datasets.tokenizers import SentencePieceTokenizer
+from alignkit.engine.compat import load_checkpoint_file
+from alignkit.export.hf import (
     chat_template_for,
+    check_prompt_ids,
     clip_vision_config,
     clip_vision_state_dict,
     expand_image_placeholders,
     generation_prompt,
+    hf_tokenizer,
+    image_processor_of,
+    template_of,
     vision_feature_layer,
 )
+from alignkit.testing.demo import DEMO_CAPTIONS
+from alignkit.testing.tokenizers import metaspace_bpe_tokenizer
 
 P = 64  # the demo ViT: 64 px images, 8 px patches -> 8 x 8
 VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -119,8 +128,6 @@ def test_saved_processor_gives_alignkit_ids_and_pixels(demo, hf):
 
 
 def test_mm_projector_bin_holds_the_checkpoint_adapter(demo):
-    from alignkit.engine.compat import load_checkpoint_file
-
     state = load_checkpoint_file(demo["ckpt"])["state_dict"]
     bin_ = torch.load(Path(demo["out"]) / "mm_projector.bin", weights_only=True)
     assert sorted(bin_) == [f"model.mm_projector.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
@@ -157,8 +164,6 @@ def test_clip_mapping_equals_open_clip_at_every_block(quick_gelu):
     import open_clip
     from transformers import CLIPVisionModel
 
-    import alignkit.testing.demo  # noqa: F401  (registers the tiny ViT config)
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         visual = open_clip.create_model("alignkit-demo-vit", pretrained=None, quick_gelu=quick_gelu).visual.eval()
@@ -186,8 +191,6 @@ def test_non_clip_tower_is_refused():
 # --------------------------------------------------------------------------- prompts
 def test_chat_templates_render_alignkit_prompts():
     from transformers import PreTrainedTokenizerFast
-
-    from alignkit.testing.tokenizers import metaspace_bpe_tokenizer
 
     tok: PreTrainedTokenizerFast = metaspace_bpe_tokenizer()
     q = "What is this?"
@@ -224,10 +227,6 @@ def test_export_fails_cleanly_on_a_file_target(demo, tmp_path):
 def test_sentencepiece_tokenizer_exports_with_the_same_prompt_ids(tmp_path, legacy):
     """alignkit's SentencePieceTokenizer (Vicuna's path) -> a transformers tokenizer giving the same prompt ids."""
     import sentencepiece as spm
-
-    from alignkit.datasets.tokenizers import SentencePieceTokenizer
-    from alignkit.models.hf_export import check_prompt_ids, hf_tokenizer
-    from alignkit.testing.demo import DEMO_CAPTIONS
 
     lines = [c for cs in DEMO_CAPTIONS.values() for c in cs] * 3 + [VICUNA.replace("<image>\n", "")] * 3
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "sp"), vocab_size=300,

@@ -15,7 +15,7 @@ from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from alignkit.datasets.templates import tokenize_with_image
-from alignkit.models.hf_export import (
+from alignkit.export.hf import (
     build_llava,
     expand_image_placeholders,
     generation_prompt,

@@ -26,17 +26,19 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from alignkit.cli.export_hf import image_processor_of, main, template_of
-from alignkit.cli.loading import load_model_and_source
+from alignkit.cli.common import load_model_and_source
+from alignkit.cli.export_hf import main
 from alignkit.datasets.constants import IMAGE_TOKEN
 from alignkit.datasets.templates import get_template, tokenize_with_image
 from alignkit.datasets.tokenizers import SentencePieceTokenizer
-from alignkit.models.hf_export import (
+from alignkit.export.hf import (
     BATTERY_TEXTS,
     expand_image_placeholders,
     generation_prompt,
     hf_tokenizer,
+    image_processor_of,
     prompt_battery,
+    template_of,
     write_tokenizer,
 )
 from alignkit.testing.side_packages import side_transformers

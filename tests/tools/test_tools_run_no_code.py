@@ -6,7 +6,7 @@ the config); both would write a marker file if executed. The model description
 alignkit stores (``meta['alignkit_model']``) is JSON, and one that names an
 import path, a module outside alignkit or ``trust_remote_code`` is refused,
 naming the checkpoint and the reason. ``tools/chat.py``, ``export_hf.py`` and
-``visualize_alignment.py`` all load through ``alignkit.cli.loading``.
+``visualize_alignment.py`` all load through ``alignkit.cli.common``.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from alignkit.cli.chat import main as chat
+from alignkit.cli.common import resolve
 from alignkit.cli.convert_checkpoint import main as convert
 from alignkit.cli.export_hf import main as export_hf
 from alignkit.cli.visualize_alignment import main as visualize
@@ -113,8 +114,6 @@ def _set(path: str, value):
     ids=["dotted-nested", "dotted-top", "other-scope", "import", "remote-code", "scope", "plain-ok", "format"],
 )
 def test_description_naming_code_is_refused(tmp_path, marker, demo_checkpoint, demo_state, monkeypatch, edit, why):
-    from alignkit.cli.loading import resolve
-
     # A module that would write the marker if imported, importable by name.
     (tmp_path / "evil_marker_module.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -128,8 +127,6 @@ def test_description_naming_code_is_refused(tmp_path, marker, demo_checkpoint, d
 
 
 def test_description_that_is_not_json_is_refused(tmp_path, marker, demo_state):
-    from alignkit.cli.loading import resolve
-
     ckpt = _received(tmp_path, demo_state, marker, description="model = dict(type='LLaVAModel')")
     with pytest.raises(UntrustedDescriptionError, match=r"iter_2\.pth.*not valid JSON"):
         resolve(ckpt)
@@ -137,7 +134,6 @@ def test_description_that_is_not_json_is_refused(tmp_path, marker, demo_state):
 
 def test_a_config_the_user_names_is_used_as_it_is(tmp_path, demo_checkpoint, demo_state):
     # --config CONFIG is the user's own choice: trusted, and it wins over the stored description.
-    from alignkit.cli.loading import resolve
 
     config = Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs" / "demo_tiny.py"
     cfg, source = resolve(str(config), demo_checkpoint["ckpt"])

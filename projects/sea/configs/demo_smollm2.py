@@ -5,7 +5,7 @@
 #   --cfg-options model.aligner=None 'model.trainable=[adapter]'
 #   python tools/train.py projects/sea/configs/demo_smollm2.py
 _base_ = ['./demo_tiny.py']
-custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo', 'alignkit.assets'],
+custom_imports = dict(imports=['alignkit.engine', 'alignkit.testing.demo', 'alignkit.assets'],
                       allow_failed_imports=False)
 data_root = '{{$ALIGNKIT_DEMO_DATA:work_dirs/demo_smollm2/data}}'
 tokenizer = dict(type='smollm2_tokenizer')

@@ -6,7 +6,7 @@
 # compare with the adapter trained without SEA: --cfg-options model.aligner=None 'model.trainable=[adapter]'
 #   python tools/train.py projects/sea/configs/demo_tiny.py
 _base_ = ['./_base_/models/sea_clip_l336.py', './_base_/schedules/stage1.py', './_base_/default_runtime.py']
-custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo'],
+custom_imports = dict(imports=['alignkit.engine', 'alignkit.testing.demo'],
                       allow_failed_imports=False)
 data_root = '{{$ALIGNKIT_DEMO_DATA:work_dirs/demo_tiny/data}}'
 tokenizer = dict(type='demo_tokenizer')

@@ -10,5 +10,3 @@ stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/phi3_mini/adapter.safetensors}}'
 model = dict(llm={{_base_.phi3_mini}}, tokenizer={{_base_.phi3_mini_tokenizer}}, adapter_weights=stage1_adapter,
              trainable=['adapter', 'llm'], gradient_checkpointing=True)
 train_dataloader = dict(dataset=dict(tokenizer={{_base_.phi3_mini_tokenizer}}, template='phi3'))
-# no adapter artifact: under ZeRO-3 the adapter is sharded
-custom_hooks = [dict(type='RNGStateHook'), dict(type='SkippedSamplesHook')]

@@ -11,5 +11,3 @@ stage1_adapter = '{{$STAGE1_ADAPTER:work_dirs/vicuna7b_openclip/adapter.safetens
 model = dict(llm={{_base_.vicuna7b}}, tokenizer={{_base_.vicuna7b_tokenizer}}, adapter_weights=stage1_adapter,
              trainable=['adapter', 'llm'], gradient_checkpointing=True)
 train_dataloader = dict(dataset=dict(tokenizer={{_base_.vicuna7b_tokenizer}}, template='vicuna_v1'))
-# no adapter artifact: under ZeRO-3 the adapter is sharded
-custom_hooks = [dict(type='RNGStateHook'), dict(type='SkippedSamplesHook')]

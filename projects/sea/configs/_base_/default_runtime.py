@@ -1,6 +1,6 @@
 # Runtime shared by every SEA config: logging, checkpoints, the stage-1 artifact, seeding.
 default_scope = 'alignkit'
-custom_imports = dict(imports=['alignkit.models', 'alignkit.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['alignkit.engine'], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

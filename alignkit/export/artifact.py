@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from alignkit.registry import ADAPTERS
+
 FORMAT = "alignkit.adapter/1"
 ADAPTER_PREFIX = "adapter."
 LOSS_PREFIX = "align_loss."
@@ -92,8 +94,6 @@ _PLAIN = (str, int, float, bool, type(None))
 
 def check_adapter_config(cfg, path: str) -> dict:
     """``cfg`` if it names a registered ``ADAPTERS`` type with plain keyword arguments; else ValueError naming ``path``."""
-    from alignkit.registry import ADAPTERS
-
     def refuse(why: str):
         raise ValueError(f"adapter artifact {path!r}: refused its adapter_config: {why}; nothing was imported or built")
 
@@ -137,8 +137,6 @@ class AdapterArtifact:
 
     def build_adapter(self) -> nn.Module:
         """The adapter, rebuilt from its config through ``ADAPTERS`` and loaded."""
-        from alignkit.registry import ADAPTERS
-
         adapter = ADAPTERS.build(self.adapter_config)
         adapter.load_state_dict(self.adapter_state)
         return adapter

@@ -48,13 +48,20 @@ module runs under each of them.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from alignkit.datasets import LLaVADataset
 from alignkit.datasets.constants import IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from alignkit.datasets.image_processor import OpenCLIPImageProcessor
+from alignkit.datasets.templates import ChatTemplate, PlainTemplate, get_template, tokenize_with_image
+from alignkit.datasets.tokenizers import SentencePieceTokenizer
+from alignkit.registry import TRANSFORMS
+from alignkit.towers.open_clip import _is_open_clip_vit
 
 __all__ = [
     "ExportedLlava",
@@ -70,13 +77,41 @@ __all__ = [
     "generation_prompt",
     "hf_tokenizer",
     "image_processor_config",
+    "image_processor_of",
     "portable_config",
     "projector_state_dict",
     "prompt_battery",
+    "template_of",
     "tokenizer_config",
     "write_llava",
     "write_tokenizer",
 ]
+
+
+# --------------------------------------------------------------------------- what the model trained with
+def template_of(cfg, override: str | None = None):
+    """The conversation template the model was trained with: ``override``, else the training dataset's."""
+    if override:
+        return get_template(override)
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    if "template" in dataset:
+        return get_template(dataset["template"])
+    # LLaVADataset's default (the demo's dataset keeps it)
+    return get_template(inspect.signature(LLaVADataset.__init__).parameters["template"].default)
+
+
+def image_processor_of(cfg, model):
+    """The training data's image processor (built), else the vision encoder's open_clip preprocessing."""
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    proc = dataset.get("image_processor")
+    if isinstance(proc, dict):
+        return TRANSFORMS.build(proc)
+    if proc is not None:
+        return proc
+    enc = model.vision_encoder
+    pre = enc.preprocess_cfg
+    return OpenCLIPImageProcessor(image_size=enc.image_size, mean=pre.get("mean"), std=pre.get("std"),
+                                  resize_mode=pre.get("resize_mode"), interpolation=pre.get("interpolation"))
 
 
 # --------------------------------------------------------------------------- vision tower
@@ -86,8 +121,6 @@ def _pair(x) -> tuple[int, int]:
 
 def _check_clip_tower(visual) -> None:
     from open_clip.transformer import ResidualAttentionBlock
-
-    from alignkit.labelers.open_clip_dense import _is_open_clip_vit
 
     if not _is_open_clip_vit(visual):
         raise ValueError(
@@ -328,8 +361,6 @@ def hf_tokenizer(tokenizer, add_bos: bool | None = None):
     from tokenizers import AddedToken, Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from alignkit.datasets.tokenizers import SentencePieceTokenizer
-
     if isinstance(tokenizer, SentencePieceTokenizer):
         import transformers
 
@@ -459,8 +490,6 @@ def generation_prompt(template, question: str, has_image: bool = True) -> str:
     answer's first supervised segment is the prompt (``"<image>"`` for ``plain``,
     ``"SYSTEM USER: <image>\\nQ ASSISTANT:"`` for ``vicuna_v1``).
     """
-    from alignkit.datasets.templates import get_template
-
     template = get_template(template)
     human = (IMAGE_TOKEN + "\n" + question) if has_image else question
     segments = template.render([{"from": "human", "value": human}, {"from": "gpt", "value": "x"}], has_image)
@@ -498,8 +527,6 @@ def prompt_battery(template) -> list[str]:
     """Texts whose token ids training and the export must agree on, for ``template``: each battery text as a
     one-turn question (the generation prompt), two-turn conversations with the answers (the whole
     training sequence), and a three-turn prompt; for ``plain``, each as a caption."""
-    from alignkit.datasets.templates import PlainTemplate, get_template
-
     template = get_template(template)
     texts = list(BATTERY_TEXTS) + [f"say {end} and go on" for end in template.turn_ends]
     out = []
@@ -528,8 +555,6 @@ def check_prompt_ids(tokenizer, exported, template, num_tokens: int, prompts=Non
     The exported tokenizer gets the prompt with ``<image>`` repeated P times (what ``LlavaProcessor``
     makes of it); alignkit's ids have the placeholder expanded to P image-token ids.
     """
-    from alignkit.datasets.templates import get_template, tokenize_with_image
-
     template = get_template(template)
     prompts = prompt_battery(template) if prompts is None else list(prompts)
     image_id = exported.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -563,8 +588,6 @@ def chat_template_for(template) -> str:
     image goes to the front of its user turn as ``"<image>\\n" + text.strip()``
     (``normalise_conversation``); a leading ``system`` message replaces the system prompt.
     """
-    from alignkit.datasets.templates import ChatTemplate, PlainTemplate, get_template
-
     template = get_template(template)
     content = (
         "{%- set ns = namespace(text='', image=false) -%}"
@@ -719,7 +742,6 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
     proj_state = projector_state_dict(model.adapter)
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; the export needs it (LLaVAModel(tokenizer=...))")
-    from alignkit.datasets.templates import get_template
 
     template = get_template(template)
     tok = hf_tokenizer(model.tokenizer, template.add_bos)

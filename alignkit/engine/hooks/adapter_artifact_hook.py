@@ -7,8 +7,9 @@ when training ends, from the process that saves checkpoints (rank 0). Stage 2
 loads it with ``model.adapter_weights``; ``tools/convert_checkpoint.py`` makes
 LLaVA's ``mm_projector.bin`` from it.
 
-Under DeepSpeed ZeRO-3 the adapter's parameters are partitioned and this hook
-(which reads them on rank 0 only) does not gather them; stage 1 runs with DDP.
+Under DeepSpeed ZeRO-3 the adapter's parameters are partitioned: every rank
+gathers them (a collective; ``FlexibleRunner`` calls the hooks on every rank,
+see fix 7 in ``alignkit.engine.compat``) and rank 0 writes the file.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from alignkit.models.artifact import save_adapter
+from alignkit.export.artifact import save_adapter
+from alignkit.models.zero3 import gathered
 from alignkit.registry import HOOKS
 
 
@@ -46,12 +48,16 @@ class AdapterArtifactHook(Hook):
         if not hasattr(model, "adapter"):
             raise ValueError(f"AdapterArtifactHook needs a model with an `adapter`, got {type(model).__name__}")
         aligner = getattr(model, "aligner", None)
-        save_adapter(self.path(runner), model.adapter, None if aligner is None else aligner.loss)
+        loss = None if aligner is None else aligner.loss
+        params = [*model.adapter.parameters(), *(loss.parameters() if loss is not None else ())]
+        with gathered(params):  # ZeRO-3: whole on every rank for this block
+            if is_main_process():
+                save_adapter(self.path(runner), model.adapter, loss)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._write(runner)  # Runner.save_checkpoint runs on the main process only
+        # Runner: main process only; FlexibleRunner + DeepSpeed: every rank (the gather is collective).
+        self._write(runner)
 
     def after_train(self, runner) -> None:
-        if is_main_process():
-            self._write(runner)
-            print_log(f"adapter artifact written to {self.path(runner)}", logger="current")
+        self._write(runner)
+        print_log(f"adapter artifact written to {self.path(runner)}", logger="current")
