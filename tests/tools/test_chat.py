@@ -125,6 +125,7 @@ def http_root(demo):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(demo["image"].rsplit("/", 1)[0]))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda *a: None  # the size-cap case closes the connection mid-reply, on purpose
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
