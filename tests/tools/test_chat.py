@@ -205,3 +205,14 @@ def test_bad_input_is_an_argparse_error(demo, tmp_path, capsys, argv, message):
 def test_checkpoint_of_another_model_is_named(demo):
     with pytest.raises(ValueError, match="iter_2.pth.*does not fit"):
         ask([demo["ckpt"]], demo["image"], "--cfg-options", "model.llm.config.num_hidden_layers=1")
+
+
+def test_llava_projector_with_a_base_llm_folder(demo, reference, export_dir, tmp_path):
+    """--llm: the config's LLM and tokenizer replaced by a folder (here: the checkpoint's LLM, saved)."""
+    parser, args = chat.parse_args([demo["ckpt"], "--image", demo["image"]])
+    model = chat.load_backend(args, parser).model
+    model.llm.save_pretrained(tmp_path / "base_llm")
+    model.tokenizer.save_pretrained(tmp_path / "base_llm")
+    projector = os.path.join(export_dir, "mm_projector.bin")
+    assert ask(["--projector", projector, "--config", DEMO, "--llm", str(tmp_path / "base_llm")],
+               demo["image"]) == reference
