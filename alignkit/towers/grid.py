@@ -7,6 +7,7 @@ adapter), answered from the tower's own config, never by hand.
 from __future__ import annotations
 
 from alignkit.towers import transformers as hf_tower
+from alignkit.towers.open_clip import tower_grid as open_clip_grid
 
 
 def patch_grid(tower) -> tuple[int, int]:
@@ -17,8 +18,6 @@ def patch_grid(tower) -> tuple[int, int]:
     ``SiglipModel``, ``SiglipVisionModel``, ... : image size // patch size of
     the vision config), or an open_clip model or its ``visual`` tower.
     """
-    from alignkit.towers.open_clip import tower_grid as open_clip_grid  # TODO(h9 move): towers.open_clip
-
     grid = getattr(tower, "grid", None)
     if isinstance(grid, (tuple, list)) and len(grid) == 2 and not callable(grid):
         return int(grid[0]), int(grid[1])

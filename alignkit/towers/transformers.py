@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alignkit.towers.open_clip import DenseMode
+
 
 BACKEND = "transformers"
 # model_type of each config -> the family whose dense mode applies
@@ -351,10 +353,6 @@ def text_embed_dim(model) -> int:
 
 
 # --------------------------------------------------------------------------- the mode table
-# Imported last: until the open_clip tower code moves to alignkit.towers, DenseMode's module sits in
-# alignkit.labelers, whose __init__ imports this module back; everything it needs is defined above.
-from alignkit.towers.open_clip import DenseMode  # noqa: E402  TODO(h9 move): alignkit.towers.open_clip
-
 DENSE_MODES: dict[str, DenseMode] = {
     "proj": DenseMode(
         "proj", _check_proj, _dense_proj,

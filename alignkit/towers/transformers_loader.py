@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from alignkit.towers.open_clip_loader import state_dict_sha256
 from alignkit.towers.transformers import (
     KINDS,
     VLM_TYPES,
@@ -44,6 +45,7 @@ from alignkit.towers.transformers import (
     vision_core,
     vision_only,
 )
+from alignkit.utils.io import sha256_file_cached
 
 logger = logging.getLogger(__name__)
 
@@ -92,19 +94,10 @@ class LoadedTransformersModel:
         return self.image_processor
 
 
-def _hashers():
-    # Imported at call time until the open_clip loader moves to alignkit.towers (TODO(h9 move)): its module
-    # still sits in alignkit.labelers, whose __init__ imports this module back.
-    from alignkit.towers.open_clip_loader import file_sha256, state_dict_sha256
-
-    return file_sha256, state_dict_sha256
-
-
 def _dir_sha256(path: Path) -> str:
     """sha256 over every file of a ``save_pretrained`` folder (weights, configs, tokenizer, processor)."""
-    file_sha256, _ = _hashers()
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    lines = "".join(f"{p.name}:{file_sha256(p)}\n" for p in files)
+    lines = "".join(f"{p.name}:{sha256_file_cached(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -257,7 +250,6 @@ def wrap_transformers_model(
         image_processor = HFImageProcessor.for_tower(model)
     elif not isinstance(image_processor, HFImageProcessor):
         image_processor = HFImageProcessor(processor=image_processor)
-    _, state_dict_sha256 = _hashers()
     sha = state_dict_sha256(model)
     if text_model is not None and text_model is not model:
         sha = hashlib.sha256(f"{sha}+{state_dict_sha256(text_model)}".encode()).hexdigest()
