@@ -34,7 +34,7 @@ from PIL import Image
 
 from alignkit.datasets import OpenCLIPImageProcessor
 from alignkit.datasets.hf_image_processor import HFImageProcessor, pil_processor_class
-from alignkit.towers.open_clip import forward_features as open_clip_forward  # TODO(h9 move)
+from alignkit.towers.open_clip import forward_features as open_clip_forward
 from alignkit.towers import transformers as hf_tower
 
 SHAPES = {  # name: (image size, patch, width, layers, heads, joint width C)
