@@ -1,35 +1,84 @@
-"""``tools/chat.py CHECKPOINT --image PATH [--question Q]``: a greedy answer about an image, streamed to stdout.
+"""``tools/chat.py MODEL --image PATH_OR_URL [--question Q]``: talk with a model about an image, as LLaVA's CLI.
 
-The prompt is written with the conversation template the model was trained
-with (the training data's, or ``--template``): ``vicuna_v1`` gives
-``SYSTEM USER: <image>\\nQ ASSISTANT:``; ``plain`` (stage 1) gives the bare
-image, so a stage-1 model captions it and the question is not used (said on
-stderr). The image goes through the training data's image processor. Tokens
-are printed as they are generated (transformers' ``TextStreamer``), greedily,
-until EOS or ``--max-new-tokens``; the forward runs in float32 on CPU
-(``--autocast`` keeps the model's own autocast dtype, e.g. bf16 on a GPU).
+MODEL is one of:
 
-``main`` returns the answer (the decoded new tokens).
+- an mmengine checkpoint (``iter_N.pth``) written by ``tools/train.py``: built
+  from the JSON model description it carries (no code from the file runs), or
+  from ``--config``;
+- an HF export folder (``tools/export_hf.py``; ``config.json`` of
+  ``model_type`` llava): transformers' ``LlavaForConditionalGeneration`` and
+  the folder's processor, offline, no remote code;
+- ``--projector mm_projector.bin`` (LLaVA's projector file) with ``--config``
+  (the vision tower, LLM and template to build) and optionally ``--llm`` (a
+  base LLM folder replacing the config's); MODEL is then left out.
+
+Without ``--question`` it is a multi-turn chat: lines are read from stdin
+until EOF or ``exit``; each turn is added to the conversation in the model's
+template, the image once, in the first user turn (as LLaVA does). ``plain``
+(stage 1) has no turns: the model sees the image alone each time and the
+question is not used (said on stderr). With ``--question`` it answers once.
+
+Answers are streamed to stdout. ``--temperature 0`` (the default) is greedy;
+above 0 tokens are sampled (``--top-p`` nucleus, ``--seed`` for a
+reproducible draw). ``--image`` may be an http(s) URL: downloaded into memory
+(at most ``--max-image-mb``, ``--timeout`` seconds), then opened by the same
+rules as local files. The forward runs in float32 (``--autocast`` keeps the
+model's autocast dtype, e.g. bf16 on a GPU). Chatting builds no labeler and no
+text bank: the aligner and ``align_eval`` are dropped before the model is built.
+
+``main`` returns the answer (one-shot) or the list of answers (chat).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 
 import torch
-from mmengine.config import DictAction
+from mmengine.config import Config, DictAction
 
 from alignkit.cli import console, plain
-from alignkit.cli.common import load_model_and_source
+from alignkit.cli.common import build_model, resolve, state_dict_diff
+from alignkit.datasets.constants import IMAGE_TOKEN
 from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
 from alignkit.datasets.templates import get_template, tokenize_with_image
-from alignkit.export.hf import generation_prompt, image_processor_of, template_of
+from alignkit.engine.compat import load_checkpoint_file
+from alignkit.export.hf import expand_image_placeholders, image_processor_of, template_of
+from alignkit.export.llava_projector import LLAVA_PREFIX
+
+EXIT_WORDS = ("exit", "quit")
 
 
-def read_image(path: str):
-    """The image at ``path`` as RGB (``open_image``); ValueError naming the path if it is missing or unreadable."""
+# ---------------------------------------------------------------------------------------------- images
+def fetch_url(url: str, max_bytes: int, timeout: float) -> bytes:
+    """The bytes at ``url`` (at most ``max_bytes``); ValueError naming the URL on any failure."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) checked by the caller)
+            data = response.read(max_bytes + 1)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise ValueError(f"--image {url!r} cannot be downloaded: {err}") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"--image {url!r} is larger than {max_bytes} bytes (--max-image-mb)")
+    return data
+
+
+def read_image(path: str, max_bytes: int = 32 << 20, timeout: float = 30.0):
+    """The image at a local ``path`` or an http(s) URL as RGB (``open_image``'s rules); ValueError naming it."""
+    if path.lower().startswith(("http://", "https://")):
+        data = fetch_url(path, max_bytes, timeout)
+        with tempfile.TemporaryDirectory(prefix="alignkit-chat-") as tmp:
+            local = os.path.join(tmp, "image")
+            with open(local, "wb") as f:
+                f.write(data)
+            try:
+                return open_image(local)
+            except ImageError as err:
+                raise ValueError(f"--image {path!r} cannot be read as an image: {err.detail}") from None
     try:
         return open_image(path)
     except ImageNotFound:
@@ -38,72 +87,286 @@ def read_image(path: str):
         raise ValueError(f"--image {path!r} cannot be read as an image: {err.detail}") from None
 
 
-def prompt_ids(tokenizer, template, question: str) -> torch.Tensor:
-    """Long[1, T]: the generation prompt of a one-turn question about one image, with the image placeholder."""
+# ---------------------------------------------------------------------------------------------- prompts
+def conversation_prompt(template, turns: Sequence[tuple[str, str | None]]) -> str:
+    """The prompt text up to where the next answer starts, for ``turns`` = [(question, answer), ..., (question, None)].
+
+    The image goes once, in the first user turn. ``plain`` has no turns: the bare image.
+    """
     template = get_template(template)
-    return torch.tensor([tokenize_with_image(tokenizer, generation_prompt(template, question), template.add_bos)])
+    if template.name == "plain":
+        turns = turns[-1:]
+    messages = []
+    for i, (question, reply) in enumerate(turns):
+        messages.append({"from": "human", "value": (IMAGE_TOKEN + "\n" + question) if i == 0 else question})
+        messages.append({"from": "gpt", "value": reply if reply is not None else "x"})
+    segments = template.render(messages, True)
+    last = max(i for i, s in enumerate(segments) if s.train)
+    return "".join(s.text for s in segments[:last])
 
 
-@torch.no_grad()
-def answer(model, pixels: torch.Tensor, input_ids: torch.Tensor, max_new_tokens: int = 64, stream=None) -> str:
-    """Greedy answer of ``model`` (a ``LLaVAModel``) to ``input_ids`` about ``pixels`` (3, H, W), streamed to ``stream``."""
+def prompt_ids(tokenizer, template, question: str | Sequence[tuple[str, str | None]]) -> torch.Tensor:
+    """Long[1, T]: the generation prompt (one question, or turns as in :func:`conversation_prompt`)."""
+    template = get_template(template)
+    turns = [(question, None)] if isinstance(question, str) else list(question)
+    return torch.tensor([tokenize_with_image(tokenizer, conversation_prompt(template, turns), template.add_bos)])
+
+
+# ---------------------------------------------------------------------------------------------- backends
+class AlignkitChat:
+    """A ``LLaVAModel`` (from a checkpoint, or a config + LLaVA projector) behind the chat loop."""
+
+    def __init__(self, model, cfg, template, image_processor):
+        self.model, self.cfg, self.template, self.image_processor = model, cfg, template, image_processor
+        self.tokenizer = model.tokenizer
+
+    def pixels(self, image) -> torch.Tensor:
+        return self.image_processor(image)[None]
+
+    def generate(self, input_ids: torch.Tensor, pixels: torch.Tensor, **kwargs) -> list[int]:
+        device = next(self.model.llm.parameters()).device
+        out = self.model.generate(input_ids.to(device), pixels.to(device), **kwargs)
+        return out[0].tolist()
+
+
+class HFChat:
+    """A transformers LLaVA export folder behind the chat loop; prompts in alignkit's template, its own tokenizer."""
+
+    def __init__(self, folder: str, template, device: str, autocast: bool):
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        kw = dict(local_files_only=True, trust_remote_code=False)
+        self.processor = AutoProcessor.from_pretrained(folder, **kw)
+        self.tokenizer = self.processor.tokenizer
+        self.model = LlavaForConditionalGeneration.from_pretrained(
+            folder, dtype=None if autocast else torch.float32, **kw).to(device).eval()
+        cfg = self.model.config
+        self.image_token_id = getattr(cfg, "image_token_id", None)
+        if self.image_token_id is None:
+            self.image_token_id = cfg.image_token_index
+        vision = cfg.vision_config  # P: LLaVA's 'default' strategy drops the CLS token, 'full' keeps it
+        self.num_tokens = (vision.image_size // vision.patch_size) ** 2 + int(
+            getattr(cfg, "vision_feature_select_strategy", "default") == "full")
+        self.template = template
+        self.device = device
+
+    def pixels(self, image) -> torch.Tensor:
+        return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixels: torch.Tensor, **kwargs) -> list[int]:
+        ids = expand_image_placeholders(input_ids[0], self.image_token_id, self.num_tokens)[None].to(self.device)
+        for key in ("eos_token_id", "pad_token_id"):
+            kwargs.setdefault(key, getattr(self.tokenizer, key, None))
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  pixel_values=pixels.to(self.device, self.model.dtype), **kwargs)
+        return out[0, ids.shape[1]:].tolist()
+
+
+def hf_export_folder(path: str) -> dict | None:
+    """The ``config.json`` of an HF LLaVA folder, None for a path that is not a folder; ValueError otherwise."""
+    if not os.path.isdir(path):
+        return None
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise ValueError(f"{path!r} is a folder without config.json: not an HF export (tools/export_hf.py writes one)")
+    try:
+        with open(config, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{config!r} is not readable JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("model_type") != "llava":
+        kind = data.get("model_type") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{config!r} has model_type {kind!r}; expected 'llava' (an HF LLaVA export)")
+    return data
+
+
+def chat_config(cfg: Config) -> Config:
+    """``cfg`` with the aligner and ``align_eval`` removed: chatting needs no labeler and no text bank."""
+    cfg.model.aligner = None
+    if "align_eval" in cfg.model:
+        cfg.model.align_eval = None
+    if "aligner" in cfg.model.get("trainable", ()):
+        cfg.model.trainable = [t for t in cfg.model.trainable if t != "aligner"]
+    return cfg
+
+
+def load_checkpoint_weights(model, checkpoint: str) -> None:
+    """The checkpoint's weights into the chat model (built without the aligner): its ``aligner.*`` keys are left out."""
+    ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"checkpoint {checkpoint!r} holds no state_dict")
+    state = {k: v for k, v in state.items() if not k.startswith("aligner.")}
+    diffs = state_dict_diff(state, model.state_dict())
+    if diffs:
+        key, a, b = diffs[0]
+        raise ValueError(
+            f"checkpoint {checkpoint!r} does not fit the config's model ({len(diffs)} key(s) differ); first: "
+            f"{key!r}: checkpoint {a}, model {b}. Was it trained with another config?")
+    model.load_state_dict(state, strict=True)
+
+
+def load_projector(model, projector: str) -> None:
+    """LLaVA's ``mm_projector.bin`` (``model.mm_projector.*``) into ``model.adapter``; ValueError naming the file."""
+    state = load_checkpoint_file(projector, map_location="cpu")
+    if not isinstance(state, dict):
+        raise ValueError(f"--projector {projector!r} holds a {type(state).__name__}, not LLaVA's mm_projector state dict")
+    own = {k[len(LLAVA_PREFIX):]: v for k, v in state.items() if k.startswith(LLAVA_PREFIX)}
+    if not own:
+        raise ValueError(f"--projector {projector!r} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")
+    try:
+        model.adapter.from_llava_state_dict(own)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"--projector {projector!r} does not fit the config's adapter: {err}") from None
+
+
+def load_backend(args, parser):
+    if args.projector is not None:
+        if args.model is not None:
+            parser.error("give MODEL or --projector (with --config), not both")
+        if args.config is None:
+            parser.error("--projector needs --config: the config of the model to build (tower, LLM, template)")
+        for flag, path in (("--projector", args.projector), ("--config", args.config)):
+            if not os.path.isfile(path):
+                parser.error(f"{flag} {path!r} does not exist")
+        if args.llm is not None and not os.path.isdir(args.llm):
+            parser.error(f"--llm {args.llm!r} is not a folder (a base LLM saved with save_pretrained)")
+        cfg, _ = resolve(args.config)
+        if args.llm is not None:
+            llm = {k: v for k, v in cfg.model.llm.items() if k != "config"}  # the folder's own config
+            cfg.model.llm = dict(llm, pretrained=args.llm)
+            cfg.model.tokenizer = args.llm
+    else:
+        if args.model is None:
+            parser.error("give MODEL (a checkpoint .pth or an HF export folder) or --projector with --config")
+        if args.llm is not None:
+            parser.error("--llm goes with --projector")
+        try:
+            folder = hf_export_folder(args.model)
+        except ValueError as err:
+            parser.error(str(err))
+        if folder is not None:
+            info_path = os.path.join(args.model, "alignkit_export.json")
+            name = args.template
+            if name is None and os.path.isfile(info_path):
+                with open(info_path, encoding="utf-8") as f:
+                    name = (json.load(f) or {}).get("template")
+            if name is None:
+                parser.error(f"{args.model!r} has no alignkit_export.json naming its template: pass --template")
+            return HFChat(args.model, get_template(name), args.device, args.autocast)
+        if not os.path.isfile(args.model):
+            parser.error(f"MODEL {args.model!r} does not exist (expected a checkpoint .pth or an HF export folder)")
+        if args.config is not None and not os.path.isfile(args.config):
+            parser.error(f"--config {args.config!r} does not exist")
+        cfg, _ = resolve(args.config, args.model) if args.config else resolve(args.model)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = build_model(chat_config(cfg), args.device)
+    if args.projector is not None:
+        load_projector(model, args.projector)
+    else:
+        load_checkpoint_weights(model, args.model)
+    if not args.autocast:
+        model.autocast_dtype = None
+    return AlignkitChat(model, cfg, template_of(cfg, args.template), image_processor_of(cfg, model))
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def _streamer(tokenizer, stream):
     from transformers import TextStreamer
 
-    device = next(model.llm.parameters()).device
-    input_ids = input_ids.to(device)
-    images = pixels[None].to(device)
-    with model._autocast(device):
-        spliced, _, _ = model._prepare(input_ids, None, None, images, None)
-        streamer = None
-        if stream is not None:
-            streamer = TextStreamer(model.tokenizer, skip_prompt=False, skip_special_tokens=True)
-            streamer.on_finalized_text = lambda text, stream_end=False: print(text, end="" if not stream_end else "\n",
-                                                                              file=stream, flush=True)
-        tok = model.tokenizer
-        out = model.llm.generate(
-            inputs_embeds=spliced.inputs_embeds,
-            attention_mask=spliced.attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=getattr(tok, "eos_token_id", None),
-            pad_token_id=getattr(tok, "pad_token_id", None),
-            streamer=streamer,
-        )
-    return tok.decode(out[0].tolist(), skip_special_tokens=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer.on_finalized_text = lambda text, stream_end=False: print(
+        text, end="\n" if stream_end else "", file=stream, flush=True)
+    return streamer
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="an mmengine checkpoint of a LLaVAModel (iter_N.pth)")
-    p.add_argument("--image", required=True, help="the image to ask about")
-    p.add_argument("--question", default="Describe the image briefly.", help="the question (default: a description)")
-    p.add_argument("--config", help="the config the checkpoint was trained with (default: the model description stored in the checkpoint)")
-    p.add_argument("--template", help="conversation template of the prompt (default: the training data's)")
+def generation_kwargs(args) -> dict:
+    kw = dict(max_new_tokens=args.max_new_tokens)
+    if args.temperature > 0:
+        kw.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    else:
+        kw.update(do_sample=False)
+    return kw
+
+
+def answer(backend, pixels, turns, args, stream=None) -> str:
+    """One answer to the last question of ``turns`` (streamed to ``stream``)."""
+    ids = prompt_ids(backend.tokenizer, backend.template, turns)
+    kw = generation_kwargs(args)
+    if stream is not None:
+        kw["streamer"] = _streamer(backend.tokenizer, stream)
+    new = backend.generate(ids, pixels, **kw)
+    return backend.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="alignkit-chat", description=plain(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="a checkpoint (iter_N.pth) or an HF export folder; "
+                                            "left out with --projector")
+    p.add_argument("--image", required=True, help="the image to talk about: a path or an http(s) URL")
+    p.add_argument("--question", help="ask once and exit (default: a multi-turn chat on stdin)")
+    p.add_argument("--config", help="the config of the model (default: the description stored in the checkpoint)")
+    p.add_argument("--projector", help="LLaVA's mm_projector.bin to load into the --config model's adapter")
+    p.add_argument("--llm", help="with --projector: a base LLM folder replacing the config's LLM and tokenizer")
+    p.add_argument("--template", help="conversation template (default: the training data's / the export's)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (with --temperature > 0)")
+    p.add_argument("--seed", type=int, help="seed of the sampling RNG (reproducible answers)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-image-mb", type=float, default=32.0, help="size cap of an --image URL download")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for an --image URL download")
     p.add_argument("--device", default="cpu")
     p.add_argument("--autocast", action="store_true", help="keep the model's autocast dtype (default: float32)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE", help="override config entries")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> str:
-    args = parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.temperature >= 0:
+        p.error(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        p.error(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    image = read_image(args.image)  # before loading the model: a bad path fails at once
-    if not os.path.isfile(args.checkpoint):
-        raise ValueError(f"checkpoint {args.checkpoint!r} does not exist")
-    first, second = (args.config, args.checkpoint) if args.config else (args.checkpoint, None)
-    model, cfg, _ = load_model_and_source(first, second, args.cfg_options, device=args.device)
-    if not args.autocast:
-        model.autocast_dtype = None
-    template = template_of(cfg, args.template)
-    if template.name == "plain":
+        p.error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if not args.max_image_mb > 0 or not args.timeout > 0:
+        p.error("--max-image-mb and --timeout must be > 0")
+    return p, args
+
+
+def main(argv: Sequence[str] | None = None, stdin=None) -> str | list[str]:
+    parser, args = parse_args(argv)
+    try:  # before loading the model: a bad image fails at once
+        image = read_image(args.image, int(args.max_image_mb * (1 << 20)), args.timeout)
+    except ValueError as err:
+        parser.error(str(err))
+    backend = load_backend(args, parser)
+    if backend.template.name == "plain":
         print("note: template 'plain' (stage 1) shows the model the image alone; the question is not used",
               file=sys.stderr)
-    pixels = image_processor_of(cfg, model)(image)
-    ids = prompt_ids(model.tokenizer, template, args.question)
-    return answer(model, pixels, ids, args.max_new_tokens, stream=sys.stdout)
+    pixels = backend.pixels(image)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    if args.question is not None:
+        return answer(backend, pixels, [(args.question, None)], args, stream=sys.stdout)
+    stdin = sys.stdin if stdin is None else stdin
+    turns: list[tuple[str, str | None]] = []
+    answers = []
+    while True:
+        print("USER: ", end="", file=sys.stderr, flush=True)
+        line = stdin.readline()
+        if not line:
+            print(file=sys.stderr)
+            break
+        question = line.strip()
+        if question.lower() in EXIT_WORDS:
+            break
+        if not question:
+            continue
+        print("ASSISTANT: ", end="", file=sys.stderr, flush=True)
+        reply = answer(backend, pixels, turns + [(question, None)], args, stream=sys.stdout)
+        turns.append((question, reply.strip()))
+        answers.append(reply)
+    return answers
 
 
 cli = console(main)  # the console script alignkit-chat

@@ -415,6 +415,20 @@ class LLaVAModel(BaseModel):
         return result
 
     @torch.no_grad()
+    def generate(self, input_ids: Tensor, images: Tensor | None = None, attention_mask: Tensor | None = None,
+                 **generation_kwargs) -> Tensor:
+        """Long[B, N]: new token ids continuing ``input_ids`` (``IMAGE_TOKEN_INDEX`` placeholders, one
+        image (N_img, 3, H, W) per placeholder row), under the model's autocast; ``generation_kwargs`` go to
+        the LLM's ``generate`` (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``streamer``...;
+        ``eos_token_id``/``pad_token_id`` default to the tokenizer's)."""
+        for key in ("eos_token_id", "pad_token_id"):
+            generation_kwargs.setdefault(key, getattr(self.tokenizer, key, None))
+        with self._autocast(input_ids.device):
+            spliced, _, _ = self._prepare(input_ids, attention_mask, None, images, None)
+            return self.llm.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                     **generation_kwargs)
+
+    @torch.no_grad()
     def _generate(self, spliced) -> list[Tensor]:
         """Greedy continuation of each row (its new token ids, without the prompt)."""
         out = self.llm.generate(

@@ -60,7 +60,7 @@ def _received(tmp_path: Path, state: dict, marker: Path, description=None, drop_
 def _run(tool: str, ckpt: str, demo: dict, tmp_path: Path):
     image = str(demo["data"] / "images" / "coffee.png")
     if tool == "chat":
-        return chat([ckpt, "--image", image, "--max-new-tokens", "2"])
+        return chat([ckpt, "--image", image, "--question", "What is this?", "--max-new-tokens", "2"])
     if tool == "export_hf":
         return export_hf([ckpt, str(tmp_path / "export")])
     return visualize([ckpt, image, "--out", str(tmp_path / "fig")])
