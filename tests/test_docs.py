@@ -104,8 +104,10 @@ def _check_types(cfg, where: str) -> None:
 @pytest.fixture(scope="module")
 def doc_components():
     """Register the classes the pages define in their ``my_project/components.py`` blocks; unregister after."""
-    before = {reg: set(reg.module_dict) for reg in (registry.SAMPLERS, registry.ADAPTERS, registry.ALIGN_LOSSES,
-                                                    registry.LABELERS)}
+    kinds = (registry.SAMPLERS, registry.ADAPTERS, registry.ALIGN_LOSSES, registry.LABELERS)
+    for reg in kinds:
+        reg.import_from_location()  # alignkit's own classes first: only the pages' classes are removed after
+    before = {reg: set(reg.module_dict) for reg in kinds}
     namespace: dict = {}
     for path in DOCS:
         for _, lang, body, _ in blocks(path):
