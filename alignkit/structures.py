@@ -16,17 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from alignkit.utils.validate import check_grid
+
 EMPTY_WORD = -1  # word id of an empty top-n slot
-
-
-def _check_grid(grid) -> tuple[int, int]:
-    try:
-        h, w = (int(g) for g in grid)
-    except (TypeError, ValueError):
-        raise ValueError(f"grid must be a pair (H, W) of positive ints, got {grid!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"grid must be a pair (H, W) of positive ints, got {grid!r}")
-    return h, w
 
 
 @dataclass
@@ -46,7 +38,7 @@ class PatchLabels:
     grid: tuple[int, int]
 
     def __post_init__(self) -> None:
-        self.grid = _check_grid(self.grid)
+        self.grid = check_grid(self.grid)
         if self.words.dim() != 3:
             raise ValueError(f"PatchLabels.words must be (B, P, K), got shape {tuple(self.words.shape)}")
         if self.scores.shape != self.words.shape:

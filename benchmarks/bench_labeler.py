@@ -30,8 +30,8 @@ import torch
 
 from alignkit.labelers import CLIPTopNLabeler
 from alignkit.labelers.functional import chunked_topn, naive_topn
+from alignkit.utils.validate import DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def make_inputs(m: int, c: int, v: int, device: str, seed: int = 0):

@@ -27,6 +27,7 @@ import time
 
 import torch
 
+from alignkit import reference
 from alignkit.registry import SAMPLERS
 from alignkit.structures import PairSet, PatchLabels
 
@@ -58,25 +59,9 @@ def make_labels(images: int, seed: int) -> PatchLabels:
 
 
 def reference_chain(labels: PatchLabels, rng: random.Random) -> list[tuple[int, int, int, float]]:
-    """SEA sampling written the straightforward way: Python loops over images, patches, windows, words."""
-    h, w = labels.grid
-    words, scores = labels.words.tolist(), labels.scores.tolist()
-    # Eq. 7: one label per patch, probability ∝ score
-    per_window: dict[tuple[int, int, int], list] = {}
-    for b in range(len(words)):
-        for p in range(h * w):
-            cands = [(wd, s) for wd, s in zip(words[b][p], scores[b][p]) if wd >= 0 and s > 0]
-            if not cands:
-                continue
-            wd, s = rng.choices(cands, weights=[s for _, s in cands])[0]
-            per_window.setdefault((b, (p // w) // WINDOW, (p % w) // WINDOW), []).append((b, p, wd, s))
-    # one patch per window, uniformly
-    per_word: dict[int, list] = {}
-    for members in per_window.values():
-        pick = rng.choice(members)
-        per_word.setdefault(pick[2], []).append(pick)
-    # one pair per word, uniformly
-    return [rng.choice(members) for members in per_word.values()]
+    """SEA sampling written the straightforward way (``alignkit.reference.sample_pairs``), from tensors."""
+    lists = [[list(zip(w, s)) for w, s in zip(wi, si)] for wi, si in zip(labels.words.tolist(), labels.scores.tolist())]
+    return reference.sample_pairs(lists, labels.grid, rng, window=WINDOW)
 
 
 def torch_loop_reference(labels: PatchLabels, gen: torch.Generator) -> list[tuple[int, int, int, float]]:

@@ -1,6 +1,6 @@
 """One SEA alignment step in plain PyTorch: no mmengine Runner, no config.
 
-This is DESIGN.md's use 3: import the pieces into your own MLLM code. It runs
+This is use 3 of docs/design.md: import the pieces into your own MLLM code. It runs
 on a CPU in seconds with tiny, locally built stand-ins for the parts that would
 be large in real training (the vision features, the LLM's embedding matrix and
 tokenizer); every alignkit piece used here is the real one.

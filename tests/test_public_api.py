@@ -60,7 +60,7 @@ def test_sea_aligner_takes_instances_and_needs_words_without_a_labeler():
         SEAAligner(samplers=[WindowSampler(window=2)], loss=InfoNCELoss()).build_word_table(tokenizer, embedding)
     aligner = SEAAligner(samplers=[WindowSampler(window=2), dict(type="DedupSampler")], loss=InfoNCELoss(),
                          words=["cat", "dog", "tree"])
-    assert isinstance(aligner.samplers[1], DedupSampler) and isinstance(aligner.loss, InfoNCELoss)
+    assert isinstance(aligner.sampler.samplers[1], DedupSampler) and isinstance(aligner.loss, InfoNCELoss)
     aligner.build_word_table(tokenizer, embedding)
     labels = PatchLabels(words=torch.tensor([[[0], [1], [2], [0]]]), scores=torch.ones(1, 4, 1), grid=(2, 2))
     out = aligner(torch.randn(1, 4, 16, requires_grad=True), labels=labels)

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from alignkit.utils.validate import check_int
+
 
 def _check_width(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return check_int(name, value, low=1)
 
 
 class BaseAdapter(nn.Module):

@@ -8,6 +8,7 @@ from torch.nn.modules import activation as _activation
 
 from alignkit.adapters.base import BaseAdapter
 from alignkit.registry import ADAPTERS
+from alignkit.utils.validate import check_int
 
 # torch.nn activations that act elementwise and keep the width, so any can sit
 # between two Linear layers. Excluded: those that change the width (GLU), need
@@ -68,11 +69,9 @@ class MLPAdapter(BaseAdapter):
         act_kwargs: dict | None = None,
     ) -> None:
         super().__init__(vision_dim, llm_dim)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be an int >= 1 (number of Linear layers), got {depth!r}")
-        bad_hidden = isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1
-        if hidden_dim is not None and bad_hidden:
-            raise ValueError(f"hidden_dim must be a positive int or None (= llm_dim), got {hidden_dim!r}")
+        check_int("depth", depth, low=1)  # the number of Linear layers
+        if hidden_dim is not None:
+            check_int("hidden_dim (None = llm_dim)", hidden_dim, low=1)
         _make_activation(act, act_kwargs)  # validate even when depth == 1 uses none
         self.depth = depth
         self.act = act

@@ -51,6 +51,7 @@ from alignkit.labelers.cache import LabelCache
 from alignkit.labelers.word_list import default_word_list, load_word_list
 from alignkit.registry import DATASETS, LABELERS
 from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.towers.share import share_tower
 
 PROG = "analyze_labels"
 FINE_BINS = 4000  # score histogram resolution over [-1, 1] before plotting (0.0005 wide)
@@ -183,12 +184,7 @@ def labeler_config(cfg: Config) -> dict:
     aligner = model.get("aligner") or {}
     if not isinstance(aligner.get("labeler"), dict):
         raise ValueError(f"config {cfg.filename!r} has neither `labeler` nor `model.aligner.labeler`")
-    lab = dict(aligner["labeler"])
-    enc = model.get("vision_encoder") or {}
-    for key in ("model_name", "pretrained", "precision", "dense_mode"):
-        if enc.get(key) is not None:
-            lab.setdefault(key, enc[key])
-    return lab
+    return share_tower(aligner["labeler"], model.get("vision_encoder") or {})
 
 
 def image_rows_of_config(cfg: Config):

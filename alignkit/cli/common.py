@@ -41,6 +41,7 @@ from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, I
 from alignkit.engine.compat import load_checkpoint_file
 from alignkit.engine.model_description import META_KEY, config_from_description
 from alignkit.registry import MODELS
+from alignkit.utils.validate import check_bool, check_int
 
 CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
 
@@ -192,11 +193,8 @@ class LabelDataSettings:
                 raise ValueError(f"label_data.{key} must be a path (str), got {raw.get(key)!r}")
         settings = cls(**raw)
         for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_size", 1)):
-            v = getattr(settings, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"label_data.{key} must be an int >= {low}, got {v!r}")
-        if not isinstance(settings.allow_outside_root, bool):
-            raise ValueError(f"label_data.allow_outside_root must be True or False, got {settings.allow_outside_root!r}")
+            check_int(f"label_data.{key}", getattr(settings, key), low=low)
+        check_bool("label_data.allow_outside_root", settings.allow_outside_root)
         return settings
 
     @property

@@ -36,8 +36,9 @@ from alignkit.cli.common import load_model_and_source
 from alignkit.export.artifact import adapter_config
 from alignkit.export.hf import build_llava, image_processor_of, template_of, write_llava
 from alignkit.export.llava_projector import to_llava
+from alignkit.utils import validate
 
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"auto": None, **validate.DTYPES}
 
 
 def check_target(out_dir: str, force: bool) -> None:

@@ -52,6 +52,7 @@ from alignkit.engine.metrics.functional import (
 )
 from alignkit.registry import LABELERS
 from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.towers.share import share_tower
 from alignkit.word_table import build_word_table
 
 PROG = "visualize_alignment"
@@ -188,12 +189,9 @@ def labeler_and_table(model, labeler_cfg: dict | None):
             )
         return aligner.labeler, aligner.word_table, aligner.word_valid, list(aligner.words)
     enc = model.vision_encoder
-    cfg = dict(labeler_cfg)
-    cfg.setdefault("model_name", enc.model_name)
-    cfg.setdefault("pretrained", enc.pretrained)
-    cfg.setdefault("dense_mode", enc.dense_mode)
-    cfg.setdefault("device", "cpu")
-    labeler = LABELERS.build(cfg)
+    encoder_cfg = dict(model_name=enc.model_name, pretrained=enc.pretrained, dense_mode=enc.dense_mode)
+    labeler_cfg = share_tower(labeler_cfg, encoder_cfg, name="--labeler")
+    labeler = LABELERS.build(dict(labeler_cfg, device=labeler_cfg.get("device", "cpu")))
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer: the word table (Eq. 8) needs the LLM's tokenizer")
     wt = build_word_table(model.tokenizer, model.llm.get_input_embeddings(), list(labeler.words), on_empty="mask")

@@ -43,7 +43,7 @@ from alignkit.datasets.templates import (
     get_template,
     tokenize_with_image,
 )
-from alignkit.datasets.tokenizers import SentencePieceTokenizer, load_tokenizer
+from alignkit.datasets.tokenizers import SentencePieceTokenizer, build_tokenizer, load_tokenizer
 
 __all__ = [
     "IGNORE_INDEX",
@@ -71,6 +71,7 @@ __all__ = [
     "RoleFormat",
     "Segment",
     "SentencePieceTokenizer",
+    "build_tokenizer",
     "encode_conversation",
     "expand_to_square",
     "get_template",

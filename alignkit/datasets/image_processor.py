@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from alignkit.registry import TRANSFORMS
+from alignkit.utils.validate import as_pair
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,14 +40,6 @@ def expand_to_square(image: Image.Image, fill: Sequence[int]) -> Image.Image:
     canvas = Image.new(image.mode, (side, side), tuple(fill))
     canvas.paste(image, ((side - w) // 2, (side - h) // 2))
     return canvas
-
-
-def _pair(size) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size, size
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
-        return int(size[0]), int(size[1])
-    raise ValueError(f"image_size must be a positive int or a pair (H, W) of them, got {size!r}")
 
 
 def _triple(name: str, value) -> tuple[float, float, float]:
@@ -109,7 +102,7 @@ class OpenCLIPImageProcessor:
         if "image_size" not in cfg:
             raise ValueError("OpenCLIPImageProcessor needs a model_name or an image_size")
 
-        self.image_size = _pair(cfg["image_size"])
+        self.image_size = as_pair("image_size", cfg["image_size"])
         self.mean = _triple("mean", cfg.get("mean", OPENAI_CLIP_MEAN))
         self.std = _triple("std", cfg.get("std", OPENAI_CLIP_STD))
         self.resize_mode = cfg.get("resize_mode", "shortest")

@@ -46,22 +46,12 @@ from alignkit.datasets.annotations import read_annotations
 from alignkit.datasets.constants import ERROR_PREFIX, IGNORE_INDEX, IMAGE_TOKEN_INDEX, BadSample, DataFileError
 from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
 from alignkit.datasets.templates import encode_conversation, get_template
-from alignkit.datasets.tokenizers import load_tokenizer
+from alignkit.datasets.tokenizers import build_tokenizer
 from alignkit.labelers.cache import LabelCache
 from alignkit.registry import DATASETS, TRANSFORMS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 
 _SOURCE_KEYS = ("ann_file", "image_folder")
-
-
-def _build_tokenizer(tokenizer):
-    if isinstance(tokenizer, (str, os.PathLike)):
-        return load_tokenizer(tokenizer)
-    if isinstance(tokenizer, dict):
-        return load_tokenizer(**tokenizer)
-    if tokenizer is None or not hasattr(tokenizer, "encode"):
-        raise ValueError(f"tokenizer must be a tokenizer, a path/name or a load_tokenizer dict, got {tokenizer!r}")
-    return tokenizer
 
 
 def _build_image_processor(processor):
@@ -119,7 +109,7 @@ class LLaVADataset(BaseDataset):
     Args:
         ann_file: the ``.json`` or ``.jsonl`` annotation file (relative to
             ``data_root`` if given); or leave it out and give ``sources``.
-        tokenizer: a tokenizer, a name/path, or a ``load_tokenizer`` kwargs dict.
+        tokenizer: a tokenizer, a name/path, or a config dict (``build_tokenizer``).
         template: a template name (``'plain'``, ``'vicuna_v1'``, ...), dict or object.
         image_processor: PIL image -> Float[3, H, W]; an object or a TRANSFORMS
             config such as ``dict(type='OpenCLIPImageProcessor', model_name='ViT-L-14-336',
@@ -190,7 +180,9 @@ class LLaVADataset(BaseDataset):
             raise ValueError(f"max_image_aspect must be a number >= 1, got {max_image_aspect!r}")
         self.max_image_pixels, self.max_image_aspect = max_image_pixels, float(max_image_aspect)
         self.allow_outside_root = bool(allow_outside_root)
-        self.tokenizer = _build_tokenizer(tokenizer)
+        if tokenizer is None:
+            raise ValueError("tokenizer is required: a tokenizer, a path or hub name, or a config dict")
+        self.tokenizer = build_tokenizer(tokenizer)
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"tokenizer {type(self.tokenizer).__name__} has no pad token; load it with pad_token=...")
         self.pad_token_id = int(self.tokenizer.pad_token_id)

@@ -28,6 +28,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from alignkit.registry import FUNCTIONS
+
 SPIECE_UNDERLINE = "▁"
 BACKENDS = ("auto", "sentencepiece", "hf")
 
@@ -163,10 +165,6 @@ class SentencePieceTokenizer:
     @property
     def pad_token_id(self) -> int | None:
         return self._id(self.pad_token)
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        return list(self._special_ids)
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -325,3 +323,26 @@ def load_tokenizer(
     if backend == "auto":
         backend = _auto_backend(path)
     return _LOADERS[backend](path, legacy, pad_token, **kwargs)
+
+
+def build_tokenizer(cfg):
+    """The one way a config gives a tokenizer (to the dataset and to the model alike).
+
+    ``cfg`` may be a built tokenizer (anything with ``encode``), a str or path
+    (a local folder, a ``.model`` file or a hub name, through :func:`load_tokenizer`),
+    a dict without ``type`` (the keyword arguments of :func:`load_tokenizer`), or a
+    dict with ``type`` naming a function registered in ``FUNCTIONS`` that returns
+    one (``dict(type='demo_tokenizer')``). None gives None.
+    """
+    if cfg is None:
+        return None
+    if isinstance(cfg, (str, os.PathLike)):
+        return load_tokenizer(cfg)
+    if isinstance(cfg, dict):
+        cfg = dict(cfg)
+        return FUNCTIONS.build(cfg) if "type" in cfg else load_tokenizer(**cfg)
+    if hasattr(cfg, "encode"):
+        return cfg
+    raise ValueError(
+        f"tokenizer must be a tokenizer, a path or hub name, or a config dict, got {type(cfg).__name__}"
+    )

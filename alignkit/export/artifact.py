@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.registry import ADAPTERS
+from alignkit.utils.io import write_bytes_atomic
 
 FORMAT = "alignkit.adapter/1"
 ADAPTER_PREFIX = "adapter."
@@ -58,18 +59,6 @@ def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | Non
     return len(header).to_bytes(8, "little") + header + raw[8 + n:]
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None) -> str:
     """Write the artifact (atomically: a temp file renamed into place; byte-reproducible). Returns the path."""
     tensors = {ADAPTER_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
@@ -85,7 +74,7 @@ def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Mod
         "temperature": temperature,
     }
     path = os.fspath(path)
-    write_atomic(path, safetensors_bytes(tensors, metadata))
+    write_bytes_atomic(path, [safetensors_bytes(tensors, metadata)], unique=True)
     return path
 
 

@@ -62,6 +62,7 @@ from alignkit.datasets.templates import ChatTemplate, PlainTemplate, get_templat
 from alignkit.datasets.tokenizers import SentencePieceTokenizer
 from alignkit.registry import TRANSFORMS
 from alignkit.towers.open_clip import _is_open_clip_vit
+from alignkit.utils.validate import as_pair
 
 __all__ = [
     "ExportedLlava",
@@ -115,10 +116,6 @@ def image_processor_of(cfg, model):
 
 
 # --------------------------------------------------------------------------- vision tower
-def _pair(x) -> tuple[int, int]:
-    return (int(x), int(x)) if isinstance(x, int) else (int(x[0]), int(x[1]))
-
-
 def _check_clip_tower(visual) -> None:
     from open_clip.transformer import ResidualAttentionBlock
 
@@ -130,8 +127,8 @@ def _check_clip_tower(visual) -> None:
         )
     if isinstance(visual.ln_pre, nn.Identity):
         raise ValueError("vision tower has no ln_pre (no_ln_pre=True); CLIPVisionModel always applies pre_layrnorm")
-    h, w = _pair(visual.image_size)
-    ph, pw = _pair(visual.patch_size)
+    h, w = as_pair("image_size", visual.image_size)
+    ph, pw = as_pair("patch_size", visual.patch_size)
     if h != w or ph != pw:
         raise ValueError(f"vision tower takes {h}x{w} images in {ph}x{pw} patches; CLIPVisionModel needs squares")
     for i, block in enumerate(visual.transformer.resblocks):
@@ -160,7 +157,7 @@ def clip_vision_config(visual):
 
     _check_clip_tower(visual)
     block = visual.transformer.resblocks[0]
-    size, patch = _pair(visual.image_size)[0], _pair(visual.patch_size)[0]
+    size, patch = as_pair("image_size", visual.image_size)[0], as_pair("patch_size", visual.patch_size)[0]
     return CLIPVisionConfig(
         hidden_size=int(visual.transformer.width),
         intermediate_size=int(block.mlp.c_fc.out_features),
@@ -228,8 +225,8 @@ def _check_siglip_trunk(trunk) -> None:
             raise ValueError(f"timm trunk has a {name}; SiglipVisionModel has none")
     if not isinstance(getattr(trunk.patch_embed, "norm", nn.Identity()), nn.Identity):
         raise ValueError("timm trunk normalises its patch embedding; SiglipVisionModel does not")
-    h, w = _pair(trunk.patch_embed.img_size)
-    ph, pw = _pair(trunk.patch_embed.patch_size)
+    h, w = as_pair("image_size", trunk.patch_embed.img_size)
+    ph, pw = as_pair("patch_size", trunk.patch_embed.patch_size)
     if h != w or ph != pw:
         raise ValueError(f"vision tower takes {h}x{w} images in {ph}x{pw} patches; SiglipVisionModel needs squares")
     pool = trunk.attn_pool
@@ -272,7 +269,7 @@ def siglip_vision_config(visual):
     return SiglipVisionConfig(
         hidden_size=int(trunk.embed_dim), intermediate_size=int(block.mlp.fc1.out_features),
         num_hidden_layers=len(trunk.blocks), num_attention_heads=int(block.attn.num_heads), num_channels=3,
-        image_size=int(_pair(trunk.patch_embed.img_size)[0]), patch_size=int(_pair(trunk.patch_embed.patch_size)[0]),
+        image_size=int(as_pair("image_size", trunk.patch_embed.img_size)[0]), patch_size=int(as_pair("patch_size", trunk.patch_embed.patch_size)[0]),
         hidden_act=_act_name(block.mlp.act), layer_norm_eps=float(block.norm1.eps),
     )
 

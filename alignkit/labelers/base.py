@@ -18,7 +18,6 @@ works on whatever device ``dense`` is on (the bank is copied there once).
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -38,8 +37,8 @@ from alignkit.towers.open_clip import (
     tower_input_dtype,
 )
 from alignkit.towers.open_clip_loader import load_open_clip
+from alignkit.utils.validate import as_dtype, check_bool, check_int, check_number
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class BaseLabeler(ABC):
@@ -79,12 +78,6 @@ class BaseLabeler(ABC):
         return self.label(self.encode_patches(images))
 
 
-def _check_int(name: str, value, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 class TopNLabeler(BaseLabeler):
     """What every top-n labeler shares, whatever runs its tower: argument checks, the text bank, ``label``.
 
@@ -95,18 +88,13 @@ class TopNLabeler(BaseLabeler):
 
     def _setup(self, word_list, top_n, min_score, negate, prompt, chunk_size, text_batch_size, topn_dtype,
                device) -> None:
-        self.top_n = _check_int("top_n", top_n)
-        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or math.isnan(min_score):
-            raise ValueError(f"min_score must be a number (may be -inf to keep every slot), got {min_score!r}")
-        self.min_score = float(min_score)
-        if not isinstance(negate, bool):
-            raise ValueError(f"negate must be True or False, got {negate!r}")
-        self.negate = negate
+        self.top_n = check_int("top_n", top_n, low=1)
+        self.min_score = check_number("min_score", min_score)  # -inf keeps every slot
+        self.negate = check_bool("negate", negate)
         self.prompt = check_prompt(prompt)
-        self.chunk_size = _check_int("chunk_size", chunk_size)
-        self.text_batch_size = _check_int("text_batch_size", text_batch_size)
-        if topn_dtype is not None and topn_dtype not in _DTYPES:
-            raise ValueError(f"topn_dtype must be None or one of {sorted(_DTYPES)}, got {topn_dtype!r}")
+        self.chunk_size = check_int("chunk_size", chunk_size, low=1)
+        self.text_batch_size = check_int("text_batch_size", text_batch_size, low=1)
+        as_dtype("topn_dtype", topn_dtype)
         self.topn_dtype = topn_dtype
 
         self.word_list = as_word_list(word_list)
@@ -135,7 +123,7 @@ class TopNLabeler(BaseLabeler):
 
     def _compute_dtype(self, device: torch.device) -> torch.dtype:
         if self.topn_dtype is not None:
-            return _DTYPES[self.topn_dtype]
+            return as_dtype("topn_dtype", self.topn_dtype)
         return torch.bfloat16 if device.type == "cuda" else torch.float32
 
     @property

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignkit.structures import EMPTY_WORD
+from alignkit.utils.validate import check_int
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -33,10 +34,8 @@ def _check(dense: Tensor, bank: Tensor, k: int, chunk_size: int) -> None:
         raise ValueError(
             f"dense width C={dense.shape[1]} does not match the text bank width C={bank.shape[1]}"
         )
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= bank.shape[0]:
-        raise ValueError(f"top_n must be an int in [1, V={bank.shape[0]}], got {k!r}")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_int("top_n", k, low=1, high=bank.shape[0])  # high: V, the word-list size
+    check_int("chunk_size", chunk_size, low=1)
 
 
 def chunked_topn(

@@ -23,13 +23,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from alignkit.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -223,15 +224,8 @@ def _write_bank(path: Path, key: str, fields: dict, bank: Tensor) -> None:
         "sha256": _tensor_sha256(bank),
         "format": str(FORMAT_VERSION),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file({"bank": bank}, tmp, metadata=meta)
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, unique=True) as tmp:  # ranks may build the same bank at once
+        save_file({"bank": bank}, str(tmp), metadata=meta)
 
 
 def load_or_build_bank(

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.losses.functional import ChunkSize, check_chunk_size
+from alignkit.utils.validate import check_bool
 
 
 def _finite_float(name: str, value, allow_none: bool = False) -> float | None:
@@ -58,9 +59,7 @@ class BaseAlignLoss(nn.Module):
         super().__init__()
         init_logit_scale = _finite_float("init_logit_scale", init_logit_scale)
         self.max_logit_scale = _finite_float("max_logit_scale", max_logit_scale, allow_none=True)
-        if not isinstance(learnable, bool):
-            raise ValueError(f"learnable must be True or False, got {learnable!r}")
-        self.learnable = learnable
+        self.learnable = check_bool("learnable", learnable)
         self.chunk_size = check_chunk_size(chunk_size)
         self.eps = _finite_float("eps", eps)
         if self.eps <= 0:

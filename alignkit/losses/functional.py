@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from alignkit.utils.validate import check_int
+
 ChunkSize = int | str | None  # None, 'auto' or a positive int
 
 # 'auto' aims at blocks of this many logits: 256 MiB of fp32 per (chunk, N)
@@ -71,9 +73,7 @@ def check_chunk_size(chunk_size: ChunkSize) -> ChunkSize:
     """Validate a ``chunk_size`` argument: None, 'auto' or a positive int."""
     if chunk_size is None or chunk_size == "auto":
         return chunk_size
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be None, 'auto' or a positive int, got {chunk_size!r}")
-    return chunk_size
+    return check_int("chunk_size (or None, 'auto')", chunk_size, low=1)
 
 
 def resolve_chunk_size(chunk_size: ChunkSize, n: int) -> int | None:

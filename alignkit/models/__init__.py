@@ -10,7 +10,7 @@ Every class registers itself (``MODELS``) when this package is imported. The sta
 artifact (``save_adapter`` / ``load_adapter``) is in ``alignkit.export``, its hook
 (``AdapterArtifactHook``) in ``alignkit.engine.hooks``.
 """
-from alignkit.models.builders import build_llm, build_tokenizer
+from alignkit.models.builders import build_llm
 from alignkit.models.hf_vision_encoder import HFVisionEncoder
 from alignkit.models.llava_model import LLaVAModel
 from alignkit.models.sea_aligner import SEAAligner
@@ -25,6 +25,5 @@ __all__ = [
     "Spliced",
     "VisionOutput",
     "build_llm",
-    "build_tokenizer",
     "splice_visual_tokens",
 ]

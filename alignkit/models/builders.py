@@ -24,19 +24,14 @@ model's shape is known without any download:
   that states the wrong width fails at once instead of at the first step.
 
 The tokenizer config (``LLaVAModel(tokenizer=...)``, the same one the dataset
-uses): an already built tokenizer; a str (a local folder or a hub name, through
-``alignkit.datasets.tokenizers.load_tokenizer``); a dict without ``type`` (the
-keyword arguments of ``load_tokenizer``); or a dict with ``type`` naming a
-function registered in ``FUNCTIONS`` that returns a tokenizer.
+uses) is read by ``alignkit.datasets.tokenizers.build_tokenizer``.
 """
 from __future__ import annotations
 
 import torch
 
-from alignkit.datasets.tokenizers import load_tokenizer
-from alignkit.registry import FUNCTIONS
+from alignkit.utils.validate import as_dtype
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, None: None}
 # config keys compared with a loaded model's config (when the config states them)
 _CHECKED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "model_type")
 
@@ -47,30 +42,6 @@ def _dtype_kw(dtype) -> dict:
 
     old = tuple(int(x) for x in transformers.__version__.split(".")[:2]) < (4, 56)
     return {"torch_dtype" if old else "dtype": dtype}
-
-
-def as_dtype(dtype) -> torch.dtype | None:
-    if isinstance(dtype, torch.dtype) or dtype is None:
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {[k for k in _DTYPES if k]} or None, got {dtype!r}")
-    return _DTYPES[dtype]
-
-
-def build_tokenizer(cfg):
-    """A tokenizer from a tokenizer object, a path/hub name, or a config dict (see the module docstring)."""
-    if cfg is None:
-        return None
-    if isinstance(cfg, str):
-        return load_tokenizer(cfg)
-    if isinstance(cfg, dict):
-        cfg = dict(cfg)
-        if "type" in cfg:
-            return FUNCTIONS.build(cfg)
-        return load_tokenizer(**cfg)
-    if callable(cfg) or hasattr(cfg, "encode"):
-        return cfg
-    raise ValueError(f"tokenizer must be a tokenizer, a path or a config dict, got {type(cfg).__name__}")
 
 
 def _hf_config(config: dict, tokenizer):
@@ -103,7 +74,7 @@ def build_llm(cfg: dict, tokenizer=None, init_empty: bool = False, seed: int | N
             f"llm has unknown keys {sorted(unknown)}; expected pretrained, config, dtype, attn_implementation, kwargs"
         )
     pretrained, config = cfg.get("pretrained"), cfg.get("config")
-    dtype = as_dtype(cfg.get("dtype"))
+    dtype = as_dtype("llm.dtype", cfg.get("dtype"))
     extra = dict(cfg.get("kwargs") or {})
     if cfg.get("attn_implementation"):
         extra["attn_implementation"] = cfg["attn_implementation"]

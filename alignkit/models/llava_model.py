@@ -42,35 +42,21 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.datasets.tokenizers import build_tokenizer
 from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
 from alignkit.export.artifact import load_adapter_into
-from alignkit.models.builders import as_dtype, build_llm, build_tokenizer
+from alignkit.models.builders import build_llm
 from alignkit.models.splice import splice_visual_tokens
 from alignkit.models.zero3 import full_shape, gathered
 from alignkit.registry import ADAPTERS, LABELERS, MODELS
 from alignkit.structures import PatchLabels
+from alignkit.towers.share import share_tower
+from alignkit.utils.validate import as_dtype
 from alignkit.word_table import build_word_table, word_token_ids
 
 PARTS = ("vision_encoder", "adapter", "llm", "aligner")
 MODES = ("loss", "tensor", "predict", "align")
 AGREEMENT = ("words", "vocab")
-
-
-def _labeler_shares_tower(labeler_cfg: dict, encoder_cfg: dict) -> dict:
-    """The labeler config with the encoder's model filled in, so both use one loaded open_clip model."""
-    labeler_cfg = dict(labeler_cfg)
-    for key in ("model_name", "pretrained", "precision"):
-        if key in encoder_cfg:
-            mine = labeler_cfg.setdefault(key, encoder_cfg[key])
-            if mine != encoder_cfg[key]:
-                raise ValueError(
-                    f"aligner.labeler.{key}={mine!r} differs from vision_encoder.{key}={encoder_cfg[key]!r}; "
-                    "the labeler labels the encoder's own dense output, so they must be the same model "
-                    "(leave it out of the labeler config)"
-                )
-    if encoder_cfg.get("dense_mode") is not None:
-        labeler_cfg.setdefault("dense_mode", encoder_cfg["dense_mode"])
-    return labeler_cfg
 
 
 @MODELS.register_module()
@@ -130,7 +116,7 @@ class LLaVAModel(BaseModel):
         if "aligner" in trainable and aligner is None:
             raise ValueError("trainable lists 'aligner' but the model has no aligner (aligner=None)")
         self.trainable = trainable
-        self.autocast_dtype = as_dtype(autocast_dtype)
+        self.autocast_dtype = as_dtype("autocast_dtype", autocast_dtype)
         self.max_new_tokens = int(max_new_tokens)
         # A meta build needs the tokenizer only to size the vocabulary (vocab_size=None, the demo);
         # hub tokenizers would be a download.
@@ -142,7 +128,7 @@ class LLaVAModel(BaseModel):
         aligner_cfg = None if aligner is None else dict(aligner)
         labeler = None
         if aligner_cfg is not None and isinstance(aligner_cfg.get("labeler"), dict) and not init_empty:
-            labeler = LABELERS.build(_labeler_shares_tower(aligner_cfg["labeler"], vision_cfg))
+            labeler = LABELERS.build(share_tower(aligner_cfg["labeler"], vision_cfg))
             vision_cfg["loaded"] = labeler.loaded
         self.align_eval = self._check_align_eval(align_eval)
         eval_labeler = None
@@ -152,7 +138,7 @@ class LLaVAModel(BaseModel):
                 eval_labeler = labeler
             elif isinstance(eval_labeler_cfg, dict):
                 encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
-                eval_labeler = LABELERS.build(_labeler_shares_tower(eval_labeler_cfg, encoder_cfg))
+                eval_labeler = LABELERS.build(share_tower(eval_labeler_cfg, encoder_cfg, name="align_eval.labeler"))
                 vision_cfg.setdefault("loaded", eval_labeler.loaded)
             else:
                 eval_labeler = eval_labeler_cfg

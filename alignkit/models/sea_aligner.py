@@ -18,23 +18,17 @@ Every value other than ``loss_align`` is for logging only and its key holds no
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from alignkit.models.zero3 import gathered
-from alignkit.registry import ALIGN_LOSSES, LABELERS, MODELS, SAMPLERS
+from alignkit.registry import ALIGN_LOSSES, LABELERS, MODELS
+from alignkit.samplers import Compose
 from alignkit.structures import EMPTY_WORD, PairSet, PatchLabels
+from alignkit.utils.validate import check_number
 from alignkit.word_table import build_word_table
-
-
-def _stage_name(sampler) -> str:
-    """``SimilarityWeightedSampler`` -> ``similarity_weighted`` (for the per-stage pair counts)."""
-    name = type(sampler).__name__
-    name = name[: -len("Sampler")] if name.endswith("Sampler") and name != "Sampler" else name
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 @MODELS.register_module()
@@ -48,9 +42,11 @@ class SEAAligner(nn.Module):
             labels always come in as ``PatchLabels`` (offline cache, or labels
             you compute yourself).
         samplers: a list of sampler *instances* (``WindowSampler(window=2)``,
-            or any callable ``(PairSet, grid, generator) -> PairSet``) or their
-            config dicts, mixed freely, applied in order (the SEA preset:
-            similarity-weighted, 2×2 window, dedup). ``[]`` keeps every pair.
+            any ``BaseSampler``) or their config dicts, mixed freely, applied
+            in order (the SEA preset: similarity-weighted, 2×2 window, dedup).
+            ``[]`` keeps every pair. They run as one ``Compose``
+            (``self.sampler``), which checks the pairs once and reports the
+            pairs each stage kept (``align_pairs_after_<stage>``).
         loss: an align loss *instance* (``InfoNCELoss()``, any ``nn.Module``
             ``(visual (N, E), text (N, E)) -> scalar``) or its config dict
             (``ALIGN_LOSSES``); None: ``InfoNCELoss()``. It owns the learnable
@@ -86,22 +82,12 @@ class SEAAligner(nn.Module):
         if labeler is not None and not (hasattr(labeler, "label") and hasattr(labeler, "words")):
             raise ValueError(f"labeler must have label(dense) and words, got {type(labeler).__name__}")
         self.labeler = labeler
-        if isinstance(samplers, dict) or not isinstance(samplers, (list, tuple)):
-            raise ValueError(f"samplers must be a list of samplers or config dicts, got {type(samplers).__name__}")
-        self.samplers = [SAMPLERS.build(s) if isinstance(s, dict) else s for s in samplers]
-        for i, s in enumerate(self.samplers):
-            if not callable(s):
-                raise ValueError(f"samplers[{i}] must be a sampler (callable), got {type(s).__name__}")
-        self._stage_keys = [f"align_pairs_after_{_stage_name(s)}" for s in self.samplers]
-        if len(set(self._stage_keys)) != len(self._stage_keys):  # the same sampler twice: number the stages
-            self._stage_keys = [f"align_pairs_after_{i}_{_stage_name(s)}" for i, s in enumerate(self.samplers)]
+        self.sampler = Compose(samplers)
         loss = dict(type="InfoNCELoss") if loss is None else loss
         self.loss = ALIGN_LOSSES.build(loss) if isinstance(loss, dict) else loss
         if not isinstance(self.loss, nn.Module):
             raise ValueError(f"loss must be an nn.Module or a config dict, got {type(self.loss).__name__}")
-        if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)) or not loss_weight >= 0:
-            raise ValueError(f"loss_weight (λ) must be a number >= 0, got {loss_weight!r}")
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_number("loss_weight (λ)", loss_weight, low=0)
         if words is None and labeler is not None:
             words = labeler.words
         self.words = None if words is None else list(words)
@@ -145,9 +131,8 @@ class SEAAligner(nn.Module):
             pairs = pairs.select(ok)
         else:
             stats["align_pairs_invalid_word"] = 0
-        for key, sampler in zip(self._stage_keys, self.samplers):
-            pairs = sampler(pairs, labels.grid, generator)
-            stats[key] = len(pairs)
+        pairs, kept = self.sampler.sample_counted(pairs, labels.grid, generator)
+        stats.update({f"align_pairs_after_{stage}": n for stage, n in kept.items()})
         return pairs, stats
 
     def forward(
@@ -225,4 +210,4 @@ class SEAAligner(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"loss_weight={self.loss_weight}, samplers={self.samplers!r}, labeler={self.labeler!r}"
+        return f"loss_weight={self.loss_weight}, sampler={self.sampler!r}, labeler={self.labeler!r}"

@@ -1,7 +1,7 @@
 """``OpenCLIPVisionEncoder``: an open_clip CLIP/SigLIP image tower as an MLLM's vision encoder.
 
-One forward serves both consumers of the tower (DESIGN.md, "ONE vision
-forward"): the adapter's input — patch tokens of block ``feature_layer``
+One forward serves both consumers of the tower (docs/design.md, "Tower
+backends"): the adapter's input — patch tokens of block ``feature_layer``
 (layer −2 by default, LLaVA's choice), prefix tokens removed by what the tower
 *is*, never by a blind ``[:, 1:]`` — and the labeler's dense joint-space
 embeddings (final block → the tower's own head, see
@@ -38,6 +38,7 @@ from alignkit.towers.open_clip import (
     tower_image_size,
 )
 from alignkit.towers.open_clip_loader import load_open_clip
+from alignkit.utils.validate import check_bool, check_int
 
 
 class VisionOutput(NamedTuple):
@@ -96,8 +97,7 @@ class OpenCLIPVisionEncoder(nn.Module):
         loaded=None,
     ) -> None:
         super().__init__()
-        if not isinstance(frozen, bool):
-            raise ValueError(f"frozen must be True or False, got {frozen!r}")
+        check_bool("frozen", frozen)
         self.model_name = model_name
         self.pretrained = pretrained or None
         self.frozen = frozen
@@ -120,12 +120,8 @@ class OpenCLIPVisionEncoder(nn.Module):
         self.tower = visual
 
         n = _num_blocks(visual)
-        if isinstance(feature_layer, bool) or not isinstance(feature_layer, int) or not -n <= feature_layer < n:
-            raise ValueError(
-                f"feature_layer must be a block index in -{n}..{n - 1} for {model_name!r} ({n} blocks), "
-                f"got {feature_layer!r}"
-            )
-        self.feature_layer = feature_layer
+        self.feature_layer = check_int(f"feature_layer (a block index of {model_name!r}, {n} blocks)", feature_layer,
+                                       low=-n, high=n - 1)
         self.dense_mode = get_dense_mode(dense_mode or default_dense_mode(visual)).name
         get_dense_mode(self.dense_mode).check(visual)
         self.grid = tower_grid(visual)

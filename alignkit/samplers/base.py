@@ -8,7 +8,6 @@ pair per key (see :mod:`alignkit.samplers.functional`).
 from __future__ import annotations
 
 import math
-import operator
 from abc import ABCMeta, abstractmethod
 
 import torch
@@ -16,20 +15,7 @@ from torch import Tensor
 
 from alignkit.samplers.functional import keep_one_per_group_unchecked
 from alignkit.structures import PairSet
-
-
-def check_grid(grid) -> tuple[int, int]:
-    """``grid`` as ``(H, W)`` ints; ``ValueError`` naming it unless it is two positive ints."""
-    try:
-        h, w = grid
-        if isinstance(h, bool) or isinstance(w, bool):
-            raise TypeError
-        h, w = operator.index(h), operator.index(w)
-    except (TypeError, ValueError):
-        raise ValueError(f"grid must be a pair (H, W) of positive ints, got {grid!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"grid must be a pair (H, W) of positive ints, got {grid!r}")
-    return h, w
+from alignkit.utils.validate import check_grid
 
 
 def check_pairs(pairs: PairSet, grid: tuple[int, int]) -> None:

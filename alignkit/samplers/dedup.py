@@ -17,7 +17,7 @@ class DedupSampler(GroupSampler):
     false negatives. Every word present keeps exactly one pair.
 
     Scope: the pairs given, i.e. the local batch of one process (the paper's
-    choice, see DESIGN.md). A global variant across data-parallel ranks would
+    choice, see docs/design.md). A global variant across data-parallel ranks would
     need an all-gather that tolerates a different number of pairs on every rank
     before deduplicating; this class does no communication.
 

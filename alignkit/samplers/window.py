@@ -10,6 +10,7 @@ from alignkit.registry import SAMPLERS
 from alignkit.samplers.base import GroupSampler
 from alignkit.samplers.functional import combine_keys
 from alignkit.structures import PairSet
+from alignkit.utils.validate import check_int
 
 
 @SAMPLERS.register_module()
@@ -34,9 +35,7 @@ class WindowSampler(GroupSampler):
     """
 
     def __init__(self, window: int = 2) -> None:
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
-        self.window = int(window)
+        self.window = check_int("window", window, low=1)
 
     def group_key(self, pairs: PairSet, grid: tuple[int, int]) -> Tensor:
         h, w = grid

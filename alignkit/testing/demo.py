@@ -31,9 +31,10 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from alignkit.datasets import LLaVADataset
-from alignkit.models.builders import build_tokenizer
+from alignkit.datasets.tokenizers import build_tokenizer
 from alignkit.registry import DATASETS, FUNCTIONS, HOOKS
 from alignkit.testing.tokenizers import DEMO_WORDS, METASPACE, chain_merges, metaspace_bpe_tokenizer
+from alignkit.utils.io import atomic_path
 
 DEMO_CLIP = "alignkit-demo-vit"
 DEMO_CLIP_32 = "alignkit-demo-vit-32"
@@ -151,9 +152,8 @@ def write_demo_data(root: str | os.PathLike) -> str:
         if not path.exists():
             image = Image.fromarray(_rgb(getattr(skimage.data, name)()))
             image.thumbnail((256, 256))
-            tmp = path.with_suffix(f".tmp{os.getpid()}.png")
-            image.save(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path, unique=True) as tmp:
+                image.save(tmp, format="PNG")
         for i, caption in enumerate(captions):
             rows.append(
                 {
@@ -166,9 +166,8 @@ def write_demo_data(root: str | os.PathLike) -> str:
                 }
             )
     if not ann.exists():
-        tmp = ann.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        os.replace(tmp, ann)
+        with atomic_path(ann, unique=True) as tmp:
+            tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return str(ann)
 
 

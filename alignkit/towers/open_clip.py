@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alignkit.utils.validate import as_pair, check_int
+
 
 def _is_open_clip_vit(visual) -> bool:
     from open_clip.transformer import VisionTransformer
@@ -53,28 +55,23 @@ def _is_timm_tower(visual) -> bool:
 
 
 # --------------------------------------------------------------------------- tower geometry
-def _pair(x) -> tuple[int, int]:
-    if isinstance(x, (tuple, list)):
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
-
 
 def tower_grid(visual) -> tuple[int, int]:
     """(H, W) patch grid of an open_clip image tower."""
     if _is_open_clip_vit(visual):
-        return _pair(visual.grid_size)
+        return as_pair("grid_size", visual.grid_size)
     if _is_timm_tower(visual) and hasattr(visual.trunk, "patch_embed"):
-        return _pair(visual.trunk.patch_embed.grid_size)
+        return as_pair("grid_size", visual.trunk.patch_embed.grid_size)
     raise ValueError(f"no patch grid for image tower {type(visual).__name__}; expected a ViT (open_clip or timm)")
 
 
 def tower_image_size(visual) -> tuple[int, int]:
     """(H, W) input size in pixels the tower was built for."""
     if _is_open_clip_vit(visual):
-        return _pair(visual.image_size)
+        return as_pair("image_size", visual.image_size)
     if _is_timm_tower(visual) and hasattr(visual.trunk, "patch_embed"):
         # open_clip does not pass its image_size to timm; the trunk's own size is the real one.
-        return _pair(visual.trunk.patch_embed.img_size)
+        return as_pair("image_size", visual.trunk.patch_embed.img_size)
     raise ValueError(f"no image size for image tower {type(visual).__name__}")
 
 
@@ -272,8 +269,7 @@ def forward_features(
     n = _num_blocks(visual)
     absolute = {}
     for layer in feature_layers:
-        if not isinstance(layer, int) or isinstance(layer, bool) or not -n <= layer < n:
-            raise ValueError(f"feature layer {layer!r} is out of range for a tower of {n} blocks; expected -{n}..{n - 1}")
+        check_int(f"feature layer (a block index of a tower of {n} blocks)", layer, low=-n, high=n - 1)
         absolute[layer] = layer % n
     take = sorted(set(absolute.values()) | {n - 1})
     run = next(r for test, r in _RUNNERS if test(visual))

@@ -19,29 +19,14 @@ from pathlib import Path
 
 import torch
 
+from alignkit.utils.io import sha256_file_cached
+
 logger = logging.getLogger(__name__)
 
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz")
 PRECISIONS = ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16")
-
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for the process."""
-    path = os.path.realpath(path)
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
-
 
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """sha256 over a model's tensors in key order (identifies random weights)."""
@@ -54,7 +39,7 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 
 def _dir_sha256(path: Path) -> str:
     files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name.endswith("config.json")))
-    lines = "".join(f"{p.name}:{file_sha256(p)}\n" for p in files)
+    lines = "".join(f"{p.name}:{sha256_file_cached(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -164,7 +149,7 @@ def load_open_clip(model_name: str, pretrained=None, device="cpu", precision: st
     model.requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(model_name)
     if kind == "file":
-        sha = file_sha256(pretrained)
+        sha = sha256_file_cached(pretrained)
     elif kind == "local-dir":
         sha = _dir_sha256(Path(model_name[len(LOCAL_DIR):]))
     elif kind == "random":

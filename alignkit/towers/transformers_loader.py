@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from alignkit.towers.open_clip_loader import file_sha256, state_dict_sha256
+from alignkit.towers.open_clip_loader import state_dict_sha256
 from alignkit.towers.transformers import (
     KINDS,
     VLM_TYPES,
@@ -45,6 +45,7 @@ from alignkit.towers.transformers import (
     vision_core,
     vision_only,
 )
+from alignkit.utils.io import sha256_file_cached
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class LoadedTransformersModel:
 def _dir_sha256(path: Path) -> str:
     """sha256 over every file of a ``save_pretrained`` folder (weights, configs, tokenizer, processor)."""
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    lines = "".join(f"{p.name}:{file_sha256(p)}\n" for p in files)
+    lines = "".join(f"{p.name}:{sha256_file_cached(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 

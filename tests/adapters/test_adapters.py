@@ -165,12 +165,12 @@ def test_bad_depth(depth):
 def test_bad_widths(cls, arg, value):
     kwargs = dict(vision_dim=4, llm_dim=5)
     kwargs[arg] = value
-    with pytest.raises(ValueError, match=f"{arg} must be a positive int, got {value!r}"):
+    with pytest.raises(ValueError, match=f"{arg} must be an int >= 1, got {value!r}"):
         cls(**kwargs)
 
 
 def test_bad_hidden_dim():
-    with pytest.raises(ValueError, match="hidden_dim must be a positive int or None.*got 0"):
+    with pytest.raises(ValueError, match=r"hidden_dim \(None = llm_dim\) must be an int >= 1, got 0"):
         MLPAdapter(4, 5, hidden_dim=0)
 
 

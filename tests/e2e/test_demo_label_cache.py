@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO
 
 from alignkit.cli.extract_labels import main as extract
 from alignkit.cli.train import main as train
 from alignkit.labelers.cache import LabelCacheError
 from alignkit.testing.demo import _caption_words, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 SEED = 42  # the demo's randomness.seed: the Runner seeds before it builds the model (and its labeler)
 
 

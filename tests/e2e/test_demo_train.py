@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO
 
 from alignkit.cli.train import main
 from alignkit.engine.compat import load_checkpoint_file
 from alignkit.export import load_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import DEMO
 from mmengine.logging import MessageHub
 from PIL import Image
 
@@ -22,8 +23,6 @@ from alignkit.engine.hooks.data_skip_hook import format_counts
 from alignkit.registry import HOOKS
 from alignkit.testing.demo import write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 
 def _runner(name: str, max_iters: int, it: int = 0):

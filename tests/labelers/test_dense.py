@@ -93,7 +93,7 @@ def test_attentional_pool_tower_is_rejected():
 
 @pytest.mark.parametrize("layers", [(2,), (-3,), (0.5,)])
 def test_bad_feature_layer(vit64, tiny, layers):
-    with pytest.raises(ValueError, match=r"feature layer .* out of range for a tower of 2 blocks"):
+    with pytest.raises(ValueError, match=r"feature layer \(a block index of a tower of 2 blocks\) must be an int in \[-2, 1\]"):
         forward_features(vit64.visual, tiny.images(1, 32).double(), feature_layers=layers)
 
 

@@ -4,22 +4,10 @@ import math
 
 import pytest
 import torch
+from helpers import pair, value_and_grads
 
 from alignkit.losses.functional import AUTO_BLOCK_ELEMENTS, info_nce, resolve_chunk_size, sigmoid_pairwise
 from alignkit.registry import ALIGN_LOSSES
-
-
-def _pair(n, e, seed, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, e, generator=g, dtype=dtype), torch.randn(n, e, generator=g, dtype=dtype)
-
-
-def _value_and_grads(loss, x, t):
-    x, t = x.clone().requires_grad_(True), t.clone().requires_grad_(True)
-    value = loss(x, t)
-    params = list(loss.parameters())
-    grads = torch.autograd.grad(value, [x, t, *params])
-    return value.detach(), grads
 
 
 @pytest.mark.parametrize("name,kwargs", [("InfoNCELoss", dict(init_logit_scale=2.0)), ("SigmoidLoss", {})])
@@ -27,9 +15,9 @@ def _value_and_grads(loss, x, t):
 def test_chunked_equals_full_in_float64(name, kwargs, n, chunk):
     full = ALIGN_LOSSES.build(dict(type=name, **kwargs)).double()
     chunked = ALIGN_LOSSES.build(dict(type=name, chunk_size=chunk, **kwargs)).double()
-    x, t = _pair(n, 6, n * 100 + chunk)
-    value_full, grads_full = _value_and_grads(full, x, t)
-    value_chunked, grads_chunked = _value_and_grads(chunked, x, t)
+    x, t = pair(n, 6, n * 100 + chunk)
+    value_full, grads_full = value_and_grads(full, x, t)
+    value_chunked, grads_chunked = value_and_grads(chunked, x, t)
     torch.testing.assert_close(value_chunked, value_full, rtol=1e-12, atol=1e-12)
     assert len(grads_full) == len(grads_chunked)
     for a, b in zip(grads_chunked, grads_full):
@@ -39,7 +27,7 @@ def test_chunked_equals_full_in_float64(name, kwargs, n, chunk):
 @pytest.mark.parametrize("fn", ["info_nce", "sigmoid_pairwise"])
 def test_chunked_equals_full_with_large_logits_and_partial_grads(fn):
     # s = 100 puts logits at ±100: the block-wise log-sum-exps must not overflow
-    x, t = _pair(10, 4, 5)
+    x, t = pair(10, 4, 5)
     t = 0.9 * x + 0.1 * t  # well-aligned pairs, large positives
     scale = torch.tensor(100.0, dtype=torch.float64, requires_grad=True)
     extra = (torch.tensor(-3.0, dtype=torch.float64, requires_grad=True),) if fn == "sigmoid_pairwise" else ()
@@ -56,7 +44,7 @@ def test_chunked_equals_full_with_large_logits_and_partial_grads(fn):
 
 
 def test_chunked_backward_with_a_non_unit_upstream_gradient():
-    x, t = _pair(9, 5, 6)
+    x, t = pair(9, 5, 6)
     x.requires_grad_(True)
     (3.5 * info_nce(x, t, 4.0, chunk_size=2)).backward()
     g_chunked = x.grad.clone()
@@ -76,7 +64,7 @@ def test_auto_chunk_size():
 
 
 def test_functional_accepts_a_plain_float_scale():
-    x, t = _pair(4, 3, 7)
+    x, t = pair(4, 3, 7)
     assert info_nce(x, t, 0.0).item() == pytest.approx(math.log(4), rel=1e-14)
     with pytest.raises(ValueError, match="scale must be a scalar"):
         info_nce(x, t, torch.ones(2, dtype=torch.float64))

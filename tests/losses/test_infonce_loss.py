@@ -1,42 +1,14 @@
-"""InfoNCELoss: matches an independent loop reference; temperature parameter, clamp, freezing, errors."""
+"""InfoNCELoss: matches the loop reference of Eq. 9 (alignkit/reference.py); temperature parameter, clamp, freezing, errors."""
 
 import math
 
 import pytest
 import torch
+from helpers import pair
 
+from alignkit import reference
 from alignkit.registry import ALIGN_LOSSES
 
-EPS = 1e-6
-
-
-def _unit(row):
-    norm = math.sqrt(math.fsum(v * v for v in row))
-    return [v / max(norm, EPS) for v in row]
-
-
-def _lse(values):
-    m = max(values)
-    return m + math.log(math.fsum(math.exp(v - m) for v in values))
-
-
-def reference_info_nce(visual, text, scale):
-    """Eq. 9 term by term with Python floats: −1/(2N) Σ_i [log softmax row + log softmax column]."""
-    x = [_unit(r) for r in visual.tolist()]
-    t = [_unit(r) for r in text.tolist()]
-    n = len(x)
-    cos = [[math.fsum(a * b for a, b in zip(x[i], t[j])) for j in range(n)] for i in range(n)]
-    total = 0.0
-    for i in range(n):
-        row = [scale * cos[i][j] for j in range(n)]  # x_i against every t_j
-        col = [scale * cos[j][i] for j in range(n)]  # t_i against every x_j
-        total += (row[i] - _lse(row)) + (col[i] - _lse(col))
-    return -total / (2 * n)
-
-
-def _pair(n, e, seed, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, e, generator=g, dtype=dtype), torch.randn(n, e, generator=g, dtype=dtype)
 
 
 @pytest.mark.parametrize("n,e,seed", [(1, 3, 0), (2, 5, 1), (7, 4, 2), (13, 9, 3)])
@@ -44,19 +16,19 @@ def _pair(n, e, seed, dtype=torch.float64):
 @pytest.mark.parametrize("chunk_size", [None, 3])
 def test_matches_loop_reference(n, e, seed, init, chunk_size):
     loss = ALIGN_LOSSES.build(dict(type="InfoNCELoss", init_logit_scale=init, chunk_size=chunk_size)).double()
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     # the parameter is stored in fp32: the reference uses the stored value of ln s
-    expected = reference_info_nce(x, t, math.exp(loss.logit_scale.item()))
+    expected = reference.info_nce(x, t, math.exp(loss.logit_scale.item()))
     assert loss(x, t).item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
 def test_matches_reference_with_unnormalised_scaled_rows():
     # normalisation happens inside: scaling a row by a positive factor changes nothing
-    x, t = _pair(6, 5, 11)
+    x, t = pair(6, 5, 11)
     scaled = x * torch.tensor([0.01, 1.0, 3.0, 100.0, 7.0, 0.5], dtype=torch.float64)[:, None]
     loss = ALIGN_LOSSES.build(dict(type="InfoNCELoss", init_logit_scale=1.0)).double()
     assert loss(scaled, t).item() == pytest.approx(loss(x, t).item(), rel=1e-12)
-    assert loss(scaled, t).item() == pytest.approx(reference_info_nce(x, t, math.e), rel=1e-12)
+    assert loss(scaled, t).item() == pytest.approx(reference.info_nce(x, t, math.e), rel=1e-12)
 
 
 def test_paper_preset_and_clip_init():
@@ -72,7 +44,7 @@ def test_paper_preset_and_clip_init():
 def test_learnable_temperature_gets_a_gradient():
     loss = ALIGN_LOSSES.build(dict(type="InfoNCELoss"))
     assert [name for name, _ in loss.named_parameters()] == ["logit_scale"]
-    x, t = _pair(8, 6, 4, torch.float32)
+    x, t = pair(8, 6, 4, torch.float32)
     loss(x, t).backward()
     assert loss.logit_scale.grad is not None
     assert torch.isfinite(loss.logit_scale.grad) and loss.logit_scale.grad.abs() > 0
@@ -80,11 +52,11 @@ def test_learnable_temperature_gets_a_gradient():
 
 def test_learnable_temperature_gradient_matches_finite_difference():
     loss = ALIGN_LOSSES.build(dict(type="InfoNCELoss", init_logit_scale=0.7)).double()
-    x, t = _pair(9, 5, 5)
+    x, t = pair(9, 5, 5)
     loss(x, t).backward()
     h = 1e-6
     ls = loss.logit_scale.item()  # 0.7 as stored in fp32
-    fd = (reference_info_nce(x, t, math.exp(ls + h)) - reference_info_nce(x, t, math.exp(ls - h))) / (2 * h)
+    fd = (reference.info_nce(x, t, math.exp(ls + h)) - reference.info_nce(x, t, math.exp(ls - h))) / (2 * h)
     assert loss.logit_scale.grad.item() == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
@@ -93,7 +65,7 @@ def test_frozen_temperature_is_a_buffer_without_gradient():
     assert list(loss.parameters()) == []
     assert "logit_scale" in dict(loss.named_buffers())
     assert "logit_scale" in loss.state_dict()  # still saved with the artifact
-    x, t = _pair(5, 4, 6, torch.float32)
+    x, t = pair(5, 4, 6, torch.float32)
     x.requires_grad_(True)
     loss(x, t).backward()
     assert loss.logit_scale.grad is None and not loss.logit_scale.requires_grad
@@ -102,13 +74,13 @@ def test_frozen_temperature_is_a_buffer_without_gradient():
 
 
 def test_scale_above_the_cap_behaves_like_the_cap():
-    x, t = _pair(7, 5, 7)
+    x, t = pair(7, 5, 7)
     capped = ALIGN_LOSSES.build(dict(type="InfoNCELoss", init_logit_scale=math.log(100))).double()
     above = ALIGN_LOSSES.build(dict(type="InfoNCELoss")).double()
     with torch.no_grad():
         above.logit_scale.fill_(9.0)  # s = e^9 ≈ 8103 if it were not clamped
     assert above(x, t).item() == pytest.approx(capped(x, t).item(), rel=1e-14)
-    assert above(x, t).item() == pytest.approx(reference_info_nce(x, t, 100.0), rel=1e-12)
+    assert above(x, t).item() == pytest.approx(reference.info_nce(x, t, 100.0), rel=1e-12)
     assert above.temperature == pytest.approx(0.01)
     assert above.logit_scale_value == pytest.approx(math.log(100))
     above(x, t).backward()
@@ -116,7 +88,7 @@ def test_scale_above_the_cap_behaves_like_the_cap():
     uncapped = ALIGN_LOSSES.build(
         dict(type="InfoNCELoss", init_logit_scale=9.0, max_logit_scale=None)
     ).double()  # 9.0 exact in fp32
-    assert uncapped(x, t).item() == pytest.approx(reference_info_nce(x, t, math.exp(9.0)), rel=1e-12)
+    assert uncapped(x, t).item() == pytest.approx(reference.info_nce(x, t, math.exp(9.0)), rel=1e-12)
 
 
 @pytest.mark.parametrize(

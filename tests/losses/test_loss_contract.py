@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from helpers import pair
 
 from alignkit.registry import ALIGN_LOSSES
 
@@ -25,13 +26,6 @@ def _build(name, chunk_size=None):
     return ALIGN_LOSSES.build(dict(type=name, chunk_size=chunk_size))
 
 
-def _pair(n, e, seed, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, e, generator=g, dtype=dtype).requires_grad_(True)
-    t = torch.randn(n, e, generator=g, dtype=dtype).requires_grad_(True)
-    return x, t
-
-
 def _backward_all_finite(loss, x, t):
     value = loss(x, t)
     assert value.shape == () and value.requires_grad
@@ -46,7 +40,7 @@ def _backward_all_finite(loss, x, t):
 @pytest.mark.parametrize("chunk_size", CHUNKS)
 def test_empty_batch_is_a_zero_with_a_graph(name, chunk_size):
     loss = _build(name, chunk_size)
-    x, t = _pair(0, 6, 0)
+    x, t = pair(0, 6, 0, dtype=torch.float32, requires_grad=True)
     value = _backward_all_finite(loss, x, t)
     assert value.item() == 0.0
     assert x.grad.shape == (0, 6)
@@ -58,7 +52,7 @@ def test_empty_batch_is_a_zero_with_a_graph(name, chunk_size):
 @pytest.mark.parametrize("chunk_size", CHUNKS)
 def test_single_pair_has_a_graph(name, chunk_size):
     loss = _build(name, chunk_size)
-    x, t = _pair(1, 5, 1)
+    x, t = pair(1, 5, 1, dtype=torch.float32, requires_grad=True)
     value = _backward_all_finite(loss, x, t)
     if name == "InfoNCELoss":
         assert value.item() == 0.0  # one candidate per softmax: −log 1
@@ -93,7 +87,7 @@ def test_identical_rows_give_finite_gradients(name, chunk_size):
 @pytest.mark.parametrize("chunk_size", CHUNKS)
 def test_inputs_are_not_modified(name, chunk_size):
     loss = _build(name, chunk_size)
-    x, t = _pair(5, 4, 3)
+    x, t = pair(5, 4, 3, dtype=torch.float32, requires_grad=True)
     x_before, t_before = x.detach().clone(), t.detach().clone()
     versions = (x._version, t._version)
     loss(x, t).backward()
@@ -105,7 +99,7 @@ def test_inputs_are_not_modified(name, chunk_size):
 @pytest.mark.parametrize("chunk_size", CHUNKS)
 def test_fp32_under_bf16_autocast(name, chunk_size):
     loss = _build(name, chunk_size)
-    x, t = _pair(6, 8, 4)
+    x, t = pair(6, 8, 4, dtype=torch.float32, requires_grad=True)
     reference = loss(x, t)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         inside = loss(x, t)
@@ -121,7 +115,7 @@ def test_fp32_under_bf16_autocast(name, chunk_size):
 @pytest.mark.parametrize("name", NAMES)
 def test_module_cast_to_bf16_still_computes_in_fp32(name):
     loss = _build(name)
-    x, t = _pair(6, 8, 5)
+    x, t = pair(6, 8, 5, dtype=torch.float32, requires_grad=True)
     reference = loss(x, t).item()
     value = loss.to(torch.bfloat16)(x.to(torch.bfloat16), t.to(torch.bfloat16))
     assert value.dtype == torch.float32

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import pair, value_and_grads
 
 from alignkit.registry import ALIGN_LOSSES
 
@@ -9,24 +10,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 NAMES = ["InfoNCELoss", "SigmoidLoss"]
 
 
-def _pair(n, e, seed, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, e, generator=g, dtype=dtype), torch.randn(n, e, generator=g, dtype=dtype)
-
-
-def _value_and_grads(loss, x, t):
-    x, t = x.clone().requires_grad_(True), t.clone().requires_grad_(True)
-    value = loss(x, t)
-    return value.detach().cpu(), [g.cpu() for g in torch.autograd.grad(value, [x, t, *loss.parameters()])]
-
-
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("chunk_size", [None, 7])
 def test_cuda_float64_matches_cpu_full_path(name, chunk_size):
-    x, t = _pair(50, 16, 0)
-    cpu_value, cpu_grads = _value_and_grads(ALIGN_LOSSES.build(dict(type=name)).double(), x, t)
+    x, t = pair(50, 16, 0)
+    cpu_value, cpu_grads = value_and_grads(ALIGN_LOSSES.build(dict(type=name)).double(), x, t)
     loss = ALIGN_LOSSES.build(dict(type=name, chunk_size=chunk_size)).double().cuda()
-    value, grads = _value_and_grads(loss, x.cuda(), t.cuda())
+    value, grads = value_and_grads(loss, x.cuda(), t.cuda())
     torch.testing.assert_close(value, cpu_value, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads, cpu_grads):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
@@ -35,7 +25,7 @@ def test_cuda_float64_matches_cpu_full_path(name, chunk_size):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("chunk_size", [None, 7])
 def test_cuda_bf16_autocast_gives_fp32(name, chunk_size):
-    x, t = (v.float().cuda() for v in _pair(40, 32, 1))
+    x, t = (v.float().cuda() for v in pair(40, 32, 1))
     loss = ALIGN_LOSSES.build(dict(type=name, chunk_size=chunk_size)).cuda()
     reference = loss(x, t)
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_builders import tiny_model_cfg
+from helpers import tiny_batch, tiny_model_cfg
 from torch import nn
 
 from alignkit.cli.convert_checkpoint import main as convert_checkpoint_main
@@ -79,26 +79,6 @@ def sea_model():
     return MODELS.build(tiny_model_cfg(aligner=True))
 
 
-def _batch(model, b=3, text_only_row=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    tok = model.tokenizer
-    rows = []
-    for i in range(b):
-        ids = tok("a cat on the grass near a red car", add_special_tokens=False)["input_ids"][: 4 + i]
-        rows.append(ids if i == text_only_row else [tok.bos_token_id, IMAGE_TOKEN_INDEX, *ids])
-    t = max(map(len, rows))
-    input_ids = torch.full((b, t), tok.pad_token_id)
-    attention = torch.zeros(b, t, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        attention[i, : len(r)] = True
-    labels = input_ids.masked_fill(~attention | (input_ids == IMAGE_TOKEN_INDEX), IGNORE_INDEX)
-    has_image = torch.tensor([i != text_only_row for i in range(b)])
-    images = torch.randn(b, 3, 64, 64, generator=g) * has_image[:, None, None, None]
-    return dict(inputs=dict(input_ids=input_ids, attention_mask=attention, labels=labels, images=images,
-                            has_image=has_image), data_samples=dict(patch_labels=None))
-
-
 def test_stage1_freezing_leaves_only_adapter_and_temperature_trainable(sea_model):
     trainable = {n for n, p in sea_model.named_parameters() if p.requires_grad}
     adapter = {f"adapter.{n}" for n, _ in sea_model.adapter.named_parameters()}
@@ -114,7 +94,7 @@ def test_stage1_freezing_leaves_only_adapter_and_temperature_trainable(sea_model
 
 def test_loss_mode_returns_both_losses_and_loss_free_log_keys(sea_model):
     sea_model.train()
-    out = sea_model(**_batch(sea_model), mode="loss")
+    out = sea_model(**tiny_batch(sea_model), mode="loss")
     assert {"loss_lm", "loss_align"} <= set(out)
     assert [k for k in out if "loss" in k] == ["loss_lm", "loss_align"]
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -128,7 +108,7 @@ def test_loss_mode_returns_both_losses_and_loss_free_log_keys(sea_model):
 
 
 def test_tensor_mode_logits_cover_spliced_length(sea_model):
-    batch = _batch(sea_model)
+    batch = tiny_batch(sea_model)
     logits = sea_model(**batch, mode="tensor")
     b, t = batch["inputs"]["input_ids"].shape
     p = sea_model.num_visual_tokens
@@ -137,7 +117,7 @@ def test_tensor_mode_logits_cover_spliced_length(sea_model):
 
 
 def test_text_only_batch_skips_vision_and_aligner(sea_model):
-    batch = _batch(sea_model, b=2, text_only_row=0)
+    batch = tiny_batch(sea_model, b=2, text_only_row=0)
     batch["inputs"]["has_image"][:] = False
     batch["inputs"]["input_ids"][1] = batch["inputs"]["input_ids"][1].masked_fill(
         batch["inputs"]["input_ids"][1] == IMAGE_TOKEN_INDEX, sea_model.tokenizer.pad_token_id)
@@ -147,7 +127,7 @@ def test_text_only_batch_skips_vision_and_aligner(sea_model):
 
 def test_predict_mode_generates_greedily(sea_model):
     sea_model.max_new_tokens = 3
-    batch = _batch(sea_model, b=1, text_only_row=-1)
+    batch = tiny_batch(sea_model, b=1, text_only_row=-1)
     batch["inputs"]["labels"] = None
     out = sea_model(**batch, mode="predict")
     assert len(out) == 1 and out[0].shape[-1] <= 3
@@ -187,7 +167,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients():
     grads = []
     for model in (plain, ckpt):
         model.train()
-        loss = model(**_batch(model), mode="loss")["loss_lm"]
+        loss = model(**tiny_batch(model), mode="loss")["loss_lm"]
         loss.backward()
         grads.append((loss.item(), model.adapter.layers[0].weight.grad.clone()))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)

@@ -6,12 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model_cfg
 from PIL import Image
 
 from alignkit.datasets import IGNORE_INDEX, llava_collate
 from alignkit.registry import DATASETS, MODELS
-
-from model_builders import tiny_model_cfg
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import alignkit.testing.demo  # noqa: F401  (registers the demo CLIP config)
 from alignkit.labelers import CLIPTopNLabeler
 from alignkit.models import OpenCLIPVisionEncoder, SEAAligner
 from alignkit.registry import MODELS

@@ -14,6 +14,7 @@ equal) at any scale.
 import math
 
 import torch
+from helpers import pair
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -27,11 +28,6 @@ names = st.sampled_from(NAMES)
 chunks = st.sampled_from([None, 1, 2, 3, 5])
 log_scales = st.floats(min_value=-3.0, max_value=math.log(100))
 biases = st.floats(min_value=-10.0, max_value=10.0)
-
-
-def _pair(n, e, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, e, generator=g, dtype=torch.float64), torch.randn(n, e, generator=g, dtype=torch.float64)
 
 
 def _loss(name, log_scale=None, bias=None, chunk_size=None):
@@ -56,13 +52,13 @@ def _close(a, b, tol=1e-11):
 @given(name=names, n=sizes, e=sizes, seed=seeds, log_scale=log_scales, bias=biases, chunk=chunks)
 def test_non_negative(name, n, e, seed, log_scale, bias, chunk):
     # every term is −log of a probability (softmax entry or sigmoid)
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     assert _loss(name, log_scale, bias, chunk)(x, t).item() >= 0.0
 
 
 @given(name=names, n=sizes, e=sizes, seed=seeds, log_scale=log_scales, bias=biases, data=st.data())
 def test_invariant_to_permuting_the_pairs_jointly(name, n, e, seed, log_scale, bias, data):
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     perm = torch.tensor(data.draw(st.permutations(range(n))), dtype=torch.long)
     loss = _loss(name, log_scale, bias)
     _close(loss(x[perm], t[perm]), loss(x, t))
@@ -72,14 +68,14 @@ def test_invariant_to_permuting_the_pairs_jointly(name, n, e, seed, log_scale, b
 def test_symmetric_in_its_two_arguments(name, n, e, seed, log_scale, bias):
     # swapping the modalities transposes the logits; InfoNCE averages both
     # directions and the sigmoid loss sums all entries with a symmetric label matrix
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     loss = _loss(name, log_scale, bias)
     _close(loss(x, t), loss(t, x))
 
 
 @given(n=sizes, e=sizes, seed=seeds, chunk=chunks)
 def test_info_nce_is_log_n_when_the_multiplier_is_zero(n, e, seed, chunk):
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     _close(info_nce(x, t, 0.0, chunk_size=chunk), math.log(n), 1e-13)
     loss = _loss("InfoNCELoss", -1e4, chunk_size=chunk)  # exp(−1e4) underflows to 0
     assert loss.scale().item() == 0.0
@@ -88,7 +84,7 @@ def test_info_nce_is_log_n_when_the_multiplier_is_zero(n, e, seed, chunk):
 
 @given(n=sizes, e=sizes, seed=seeds, log_scale=log_scales, chunk=chunks)
 def test_info_nce_is_log_n_for_identical_rows_at_any_scale(n, e, seed, log_scale, chunk):
-    x, t = _pair(1, e, seed)
+    x, t = pair(1, e, seed)
     assume(x.norm() > 1e-3 and t.norm() > 1e-3)
     x, t = x.expand(n, e), t.expand(n, e)  # every cosine equal
     _close(_loss("InfoNCELoss", log_scale, chunk_size=chunk)(x, t), math.log(n))
@@ -97,7 +93,7 @@ def test_info_nce_is_log_n_for_identical_rows_at_any_scale(n, e, seed, log_scale
 @given(n=sizes, e=sizes, seed=seeds, bias=biases, chunk=chunks)
 def test_sigmoid_at_zero_multiplier_is_the_bias_alone(n, e, seed, bias, chunk):
     # s = 0: every logit is b; N positives cost softplus(−b), N² − N negatives softplus(b), / N
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     expected = (n - 1) * _softplus(bias) + _softplus(-bias)
     _close(sigmoid_pairwise(x, t, 0.0, bias, chunk_size=chunk), expected)
 
@@ -121,7 +117,7 @@ def test_aligning_one_pair_lowers_the_loss(name, n, e, seed, log_scale, bias, al
     # when N ≥ 2; for the sigmoid loss always).
     assume(name == "SigmoidLoss" or n >= 2)
     i = data.draw(st.integers(min_value=0, max_value=n - 1))
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     others = torch.arange(n) != i
     x[i, 2:], t[i, 2:] = 0, 0
     x[others, :2], t[others, :2] = 0, 0
@@ -144,7 +140,7 @@ def test_aligning_one_pair_lowers_the_loss(name, n, e, seed, log_scale, bias, al
     case=st.sampled_from(["random", "identical", "zero", "some_zero"]),
 )
 def test_gradients_finite_for_degenerate_inputs(name, n, e, seed, chunk, case):
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     if case == "identical":
         x, t = x[:1].expand(n, e).clone(), t[:1].expand(n, e).clone()
     elif case == "zero":
@@ -163,7 +159,7 @@ def test_gradients_finite_for_degenerate_inputs(name, n, e, seed, chunk, case):
 
 @given(name=names, n=st.integers(min_value=0, max_value=8), e=sizes, seed=seeds, chunk=chunks)
 def test_inputs_not_mutated(name, n, e, seed, chunk):
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     x.requires_grad_(True), t.requires_grad_(True)
     x_copy, t_copy = x.detach().clone(), t.detach().clone()
     versions = (x._version, t._version)
@@ -174,7 +170,7 @@ def test_inputs_not_mutated(name, n, e, seed, chunk):
 
 @given(name=names, n=sizes, e=sizes, seed=seeds, log_scale=st.floats(min_value=-2.0, max_value=2.0))
 def test_bf16_autocast_gives_fp32_close_to_fp32(name, n, e, seed, log_scale):
-    x, t = (v.float() for v in _pair(n, e, seed))
+    x, t = (v.float() for v in pair(n, e, seed))
     loss = _loss(name, log_scale).float()
     reference = loss(x, t)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
@@ -195,7 +191,7 @@ def test_bf16_autocast_gives_fp32_close_to_fp32(name, n, e, seed, log_scale):
 )
 def test_chunked_equals_full(name, n, e, seed, log_scale, bias, data):
     chunk = data.draw(st.integers(min_value=1, max_value=n))
-    x, t = _pair(n, e, seed)
+    x, t = pair(n, e, seed)
     results = []
     for chunk_size in (None, chunk):
         loss = _loss(name, log_scale, bias, chunk_size)

@@ -1,13 +1,11 @@
 """A trained demo checkpoint shared by the tool tests (export, chat): trained once per session."""
-from pathlib import Path
 
 import pytest
+from helpers import DEMO
 
 from alignkit.cli.train import main as train
 from alignkit.testing.demo import _caption_words, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -25,8 +26,6 @@ from alignkit.labelers.cache import MANIFEST, LabelCache
 from alignkit.structures import EMPTY_WORD, PatchLabels
 from alignkit.testing.demo import DEMO_CAPTIONS, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 PLOTS = ("scores.png", "word_scores.png", "word_usage.png")
 
 

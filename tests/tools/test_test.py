@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import DEMO
 
 from alignkit.cli.extract_labels import main as extract
 from alignkit.cli.test import main
 from alignkit.labelers.cache import LabelCacheError
 
-DEMO = str(Path(__file__).resolve().parents[2] / "projects" / "sea" / "configs" / "demo_tiny.py")
 
 
 def test_metrics_equal_the_training_runs_validation(demo_checkpoint, tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO
 from PIL import Image
 
 from alignkit.cli.train import main as train
@@ -19,8 +20,6 @@ from alignkit.cli.visualize_alignment import HIT, MISS, main, window_centres, wi
 from alignkit.engine.model_description import META_KEY
 from alignkit.testing.demo import DEMO_CAPTIONS, write_demo_data
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "projects" / "sea" / "configs" / "demo_tiny.py")
 GRID = (8, 8)  # the demo ViT: 64 px images, 8 px patches
 
 

@@ -25,6 +25,7 @@ import torch
 from mmengine.evaluator import BaseMetric
 
 from alignkit.registry import METRICS
+from alignkit.utils.validate import check_ints
 
 REQUIRED = ("label_ranks", "label_cos", "agree_hits", "agree_tokens", "tacs")
 
@@ -42,9 +43,7 @@ class AlignmentMetric(BaseMetric):
     default_prefix = "align"
 
     def __init__(self, ks: Sequence[int] = (1, 5), prefix: str | None = None, collect_device: str = "cpu") -> None:
-        ks = list(ks)
-        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-            raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}")
+        ks = check_ints("ks", ks, low=1)
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.ks = ks
 

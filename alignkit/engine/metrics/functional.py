@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.utils.validate import check_int, check_ints
 
 __all__ = [
     "label_cosine",
@@ -48,9 +49,7 @@ def _matrix(x, name: str, width: int | None = None) -> Tensor:
 
 
 def _chunk(chunk_size) -> int:
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return chunk_size
+    return check_int("chunk_size", chunk_size, low=1)
 
 
 def _word_ids(words, n: int, v: int) -> Tensor:
@@ -138,9 +137,7 @@ def label_retrieval(
         ``{'label_top{k}': share of pairs with rank <= k for each k in ks,
         'label_mean_rank': mean rank}``; NaN values for N = 0.
     """
-    ks = list(ks)
-    if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive ints, got {ks!r}")
+    ks = check_ints("ks", ks, low=1)
     ranks = label_ranks(visual, table, words, valid=valid, chunk_size=chunk_size).double()
     nan = float("nan")
     out = {f"label_top{k}": float((ranks <= k).double().mean()) if len(ranks) else nan for k in ks}
@@ -289,8 +286,7 @@ def tacs(
     if not isinstance(visual, Tensor) or visual.dim() != 3 or not visual.dtype.is_floating_point:
         shape = tuple(visual.shape) if isinstance(visual, Tensor) else type(visual).__name__
         raise ValueError(f"visual must be float (B, P, E) visual tokens, got {shape}")
-    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-        raise ValueError(f"top must be a positive int, got {top!r}")
+    check_int("top", top, low=1)
     b, p, e = visual.shape
     if isinstance(caption_embeds, Tensor):
         if caption_embeds.dim() != 3 or caption_embeds.shape[0] != b or caption_embeds.shape[2] != e:

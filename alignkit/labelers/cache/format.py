@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from alignkit.structures import EMPTY_WORD
+from alignkit.utils.io import sha256_file, write_bytes_atomic  # noqa: F401  (sha256_file: part of this API)
 
 FORMAT_NAME = "alignkit-label-cache"
 FORMAT_VERSION = 1
@@ -121,41 +122,6 @@ def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/shard-{index:05d}.safetensors"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems do not let a directory be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: str | os.PathLike, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Write ``chunks`` to ``path`` through ``path + '.tmp'`` and a rename.
-
-    A reader (or a restarted run) sees either the old file or the whole new one,
-    never a part: the temp file is fsynced before ``os.replace``. Returns the
-    sha256 and size of what was written (hashed on the way, not re-read).
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    h, n = hashlib.sha256(), 0
-    with open(tmp, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
-            h.update(chunk)
-            n += len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return h.hexdigest(), n
-
-
 def canonical_json(obj: Any) -> str:
     """One fixed text per value (sorted keys), so equal content gives equal bytes."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -168,14 +134,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
     write_bytes_atomic(path, [(canonical_json(r) + "\n").encode("utf-8") for r in records])
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(

@@ -1,0 +1,1 @@
+"""Small helpers every part of alignkit shares: argument checks (``validate``), hashes and atomic writes (``io``)."""
