@@ -29,11 +29,18 @@ def _load_hf_example():
     return module
 
 
+def _single_process_env() -> dict:
+    # A user's plain `python examples/hf_llava_sea.py`: no launcher variables (accelerate would start a
+    # process group from any of them), offline.
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {**{k: v for k, v in os.environ.items() if k not in launcher}, "HF_HUB_OFFLINE": "1"}
+
+
 def test_hf_llava_example_trains_with_the_hf_trainer():
     # As a user runs it: a fresh interpreter (pytest puts tests/ on sys.path, where tests/datasets would
     # shadow the `datasets` package the HF Trainer probes for).
     run = subprocess.run([sys.executable, str(HF_EXAMPLE), "--steps", "10", "--batch", "4", "--seed", "1"],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         capture_output=True, text=True, timeout=600, env=_single_process_env())
     assert run.returncode == 0, run.stderr[-3000:]
     line = next(x for x in run.stdout.splitlines() if x.startswith("result_json="))
     result = json.loads(line.split("=", 1)[1])

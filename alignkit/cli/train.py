@@ -91,7 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # torch.distributed.launch (deprecated) passes --local-rank; torch.distributed.run sets LOCAL_RANK.
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    if args.launcher != "none":  # only a launched rank has one; never leak it into an in-process caller
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
 
 

@@ -56,6 +56,11 @@ def test_demo_trains_losses_finite_and_decreasing_and_writes_artifacts(tmp_path,
     art = load_adapter(tmp_path / "adapter.safetensors")
     for k, v in runner.model.adapter.state_dict().items():
         assert torch.equal(art.adapter_state[k], v)
+    # LLaVA's --pretrain_mm_mlp_adapter file beside it: MLPAdapter's `layers.i` is LLaVA's `model.mm_projector.i`.
+    projector = torch.load(tmp_path / "mm_projector.bin", weights_only=True)
+    expected = {"model.mm_projector." + k.removeprefix("layers."): v
+                for k, v in runner.model.adapter.state_dict().items()}
+    assert projector.keys() == expected.keys() and all(torch.equal(projector[k], expected[k]) for k in expected)
     out = capsys.readouterr().out
     assert "RANDOM" in out and str(tmp_path) in out
 

@@ -4,8 +4,10 @@ Stage 1 trains the adapter alone (and the align loss's temperature), so its
 useful output is a few MB, not a checkpoint of the whole MLLM. This hook
 writes ``<work_dir>/<filename>`` each time a checkpoint is saved and once more
 when training ends, from the process that saves checkpoints (rank 0). Stage 2
-loads it with ``model.adapter_weights``; ``tools/convert_checkpoint.py`` makes
-LLaVA's ``mm_projector.bin`` from it.
+loads it with ``model.adapter_weights``. Next to it, the same weights in
+LLaVA's layout (``mm_projector.bin``, what LLaVA's ``--pretrain_mm_mlp_adapter``
+reads; ``alignkit.export.llava_projector``) when the adapter has a LLaVA
+equivalent, so a run can be handed to LLaVA's own code from any stage.
 
 Under DeepSpeed ZeRO-3 the adapter's parameters are partitioned: every rank
 gathers them (a collective; ``FlexibleRunner`` calls the hooks on every rank,
@@ -15,14 +17,17 @@ from __future__ import annotations
 
 import os
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from alignkit.export.artifact import save_adapter
+from alignkit.export.llava_projector import LLAVA_PREFIX
 from alignkit.models.zero3 import gathered
 from alignkit.registry import HOOKS
+from alignkit.utils.io import atomic_path
 
 
 @HOOKS.register_module()
@@ -31,14 +36,21 @@ class AdapterArtifactHook(Hook):
 
     Args:
         filename: file name inside the work dir.
+        llava_projector: file name of the LLaVA-layout copy (``mm_projector.bin``), or None for none.
+            An adapter without a LLaVA equivalent gets none either (said once in the log).
     """
 
     priority = "LOW"
 
-    def __init__(self, filename: str = "adapter.safetensors") -> None:
-        if not isinstance(filename, str) or not filename or os.sep in filename:
-            raise ValueError(f"filename must be a plain file name, got {filename!r}")
+    def __init__(self, filename: str = "adapter.safetensors", llava_projector: str | None = "mm_projector.bin") -> None:
+        for name, value in (("filename", filename), ("llava_projector", llava_projector)):
+            if value is None and name == "llava_projector":
+                continue
+            if not isinstance(value, str) or not value or os.sep in value:
+                raise ValueError(f"{name} must be a plain file name, got {value!r}")
         self.filename = filename
+        self.llava_projector = llava_projector
+        self._said_no_llava = False
 
     def path(self, runner) -> str:
         return os.path.join(runner.work_dir, self.filename)
@@ -53,6 +65,20 @@ class AdapterArtifactHook(Hook):
         with gathered(params):  # ZeRO-3: whole on every rank for this block
             if is_main_process():
                 save_adapter(self.path(runner), model.adapter, loss)
+                self._write_llava(runner, model.adapter)
+
+    def _write_llava(self, runner, adapter) -> None:
+        if self.llava_projector is None:
+            return
+        if getattr(adapter, "llava_projector_type", None) is None:
+            if not self._said_no_llava:
+                print_log(f"{type(adapter).__name__} has no LLaVA mm_projector equivalent: no {self.llava_projector}",
+                          logger="current")
+                self._said_no_llava = True
+            return
+        state = {k: v.detach().clone().contiguous() for k, v in adapter.to_llava_state_dict(LLAVA_PREFIX).items()}
+        with atomic_path(os.path.join(runner.work_dir, self.llava_projector)) as tmp:
+            torch.save(state, tmp)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # Runner: main process only; FlexibleRunner + DeepSpeed: every rank (the gather is collective).
