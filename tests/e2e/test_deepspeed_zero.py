@@ -28,7 +28,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from alignkit.models import load_adapter
+from alignkit.export import load_adapter
 from alignkit.models.builders import build_llm
 from alignkit.registry import MODELS
 from alignkit.testing.demo import demo_tokenizer, write_demo_data
@@ -134,6 +134,15 @@ def _check_stage1_against_one_process(work: Path, assets: dict, monkeypatch) -> 
     assert probes[0]["outputs"]["loss_align"] != probes[1]["outputs"]["loss_align"], "both ranks read one batch"
 
 
+def _check_llava_projector(work, adapter_state: dict) -> None:
+    # LLaVA's mm_projector.bin beside the artifact, from the same gathered weights: MLPAdapter's `layers.i`
+    # is LLaVA's `model.mm_projector.i`.
+    projector = torch.load(work / "mm_projector.bin", weights_only=True)
+    expected = {"model.mm_projector." + k.removeprefix("layers."): v for k, v in adapter_state.items()}
+    assert projector.keys() == expected.keys()
+    assert all(torch.equal(projector[k], v) for k, v in expected.items())
+
+
 def test_stage1_sea_under_zero3(stage1_zero3, assets, monkeypatch):
     probes = [_probe(stage1_zero3, r) for r in (0, 1)]
     for probe in probes:
@@ -149,6 +158,7 @@ def test_stage1_sea_under_zero3(stage1_zero3, assets, monkeypatch):
     for key, value in art.adapter_state.items():
         assert torch.equal(value, final[f"adapter.{key}"]), key
     assert torch.equal(art.loss_state["logit_scale"], final["aligner.loss.logit_scale"])
+    _check_llava_projector(stage1_zero3, art.adapter_state)
 
 
 def test_stage1_sea_under_zero2(assets, tmp_path, monkeypatch):
@@ -180,3 +190,4 @@ def test_stage2_under_zero3_resumes_bitwise_and_writes_the_adapter(stage1_zero3,
     for work, final in ((full, a), (resumed, b)):
         art = load_adapter(work / "adapter.safetensors")
         assert art.adapter_state and all(torch.equal(v, final[f"adapter.{k}"]) for k, v in art.adapter_state.items())
+        _check_llava_projector(work, art.adapter_state)
