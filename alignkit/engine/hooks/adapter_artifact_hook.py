@@ -24,7 +24,6 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from alignkit.export.artifact import save_adapter
-from alignkit.export.llava_projector import LLAVA_PREFIX
 from alignkit.models.zero3 import gathered
 from alignkit.registry import HOOKS
 from alignkit.utils.io import atomic_path
@@ -76,6 +75,9 @@ class AdapterArtifactHook(Hook):
                           logger="current")
                 self._said_no_llava = True
             return
+        # Imported here: alignkit.export.llava_projector imports alignkit.engine (its weights-only loader).
+        from alignkit.export.llava_projector import LLAVA_PREFIX
+
         state = {k: v.detach().clone().contiguous() for k, v in adapter.to_llava_state_dict(LLAVA_PREFIX).items()}
         with atomic_path(os.path.join(runner.work_dir, self.llava_projector)) as tmp:
             torch.save(state, tmp)
