@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from helpers import tiny_model_cfg
 from mmengine.config import Config
 
 import alignkit.testing.demo  # noqa: F401  (registers the demo CLIP config and demo_tokenizer)
@@ -262,21 +263,10 @@ LABELER = dict(type="CLIPTopNLabeler", word_list=list(WORDS), top_n=3)
 
 
 def _model_cfg(aligner: bool, **extra) -> dict:
-    cfg = dict(
-        type="LLaVAModel",
-        vision_encoder=dict(type="OpenCLIPVisionEncoder", model_name="alignkit-demo-vit", pretrained=None),
-        adapter=dict(type="MLPAdapter", depth=2, act="GELU"),
-        llm=dict(pretrained=None, config=dict(
-            model_type="llama", vocab_size=None, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)),
-        tokenizer=dict(type="demo_tokenizer"),
-        trainable=["adapter"],
-        autocast_dtype=None,
-    )
+    # The shared tiny model (tests/helpers.py), in fp32, with an aligner that keeps one pair per word.
+    cfg = tiny_model_cfg(aligner=aligner, autocast_dtype=None, **extra)
     if aligner:
-        cfg.update(aligner=dict(type="SEAAligner", labeler=dict(LABELER), samplers=[dict(type="DedupSampler")]),
-                   trainable=["adapter", "aligner"])
-    cfg.update(extra)
+        cfg["aligner"] = dict(type="SEAAligner", labeler=dict(LABELER), samplers=[dict(type="DedupSampler")])
     return cfg
 
 
