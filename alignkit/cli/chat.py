@@ -43,10 +43,17 @@ import torch
 from mmengine.config import Config, DictAction
 
 from alignkit.cli import console, plain
-from alignkit.cli.common import build_model, resolve, state_dict_diff
-from alignkit.datasets.constants import IMAGE_TOKEN
+from alignkit.cli.common import (  # noqa: F401  (conversation_prompt, prompt_ids: chat's API, kept importable here)
+    build_model,
+    conversation_prompt,
+    prompt_ids,
+    resolve,
+    sampling_kwargs,
+    state_dict_diff,
+    stop_token_ids,
+)
 from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
-from alignkit.datasets.templates import get_template, tokenize_with_image
+from alignkit.datasets.templates import get_template
 from alignkit.engine.compat import load_checkpoint_file
 from alignkit.export.hf import expand_image_placeholders, image_processor_of, template_of
 from alignkit.export.llava_projector import LLAVA_PREFIX
@@ -85,31 +92,6 @@ def read_image(path: str, max_bytes: int = 32 << 20, timeout: float = 30.0):
         raise ValueError(f"--image {path!r} does not exist") from None
     except ImageError as err:
         raise ValueError(f"--image {path!r} cannot be read as an image: {err.detail}") from None
-
-
-# ---------------------------------------------------------------------------------------------- prompts
-def conversation_prompt(template, turns: Sequence[tuple[str, str | None]]) -> str:
-    """The prompt text up to where the next answer starts, for ``turns`` = [(question, answer), ..., (question, None)].
-
-    The image goes once, in the first user turn. ``plain`` has no turns: the bare image.
-    """
-    template = get_template(template)
-    if template.name == "plain":
-        turns = turns[-1:]
-    messages = []
-    for i, (question, reply) in enumerate(turns):
-        messages.append({"from": "human", "value": (IMAGE_TOKEN + "\n" + question) if i == 0 else question})
-        messages.append({"from": "gpt", "value": reply if reply is not None else "x"})
-    segments = template.render(messages, True)
-    last = max(i for i, s in enumerate(segments) if s.train)
-    return "".join(s.text for s in segments[:last])
-
-
-def prompt_ids(tokenizer, template, question: str | Sequence[tuple[str, str | None]]) -> torch.Tensor:
-    """Long[1, T]: the generation prompt (one question, or turns as in :func:`conversation_prompt`)."""
-    template = get_template(template)
-    turns = [(question, None)] if isinstance(question, str) else list(question)
-    return torch.tensor([tokenize_with_image(tokenizer, conversation_prompt(template, turns), template.add_bos)])
 
 
 # ---------------------------------------------------------------------------------------------- backends
@@ -282,19 +264,13 @@ def _streamer(tokenizer, stream):
     return streamer
 
 
-def generation_kwargs(args) -> dict:
-    kw = dict(max_new_tokens=args.max_new_tokens)
-    if args.temperature > 0:
-        kw.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
-    else:
-        kw.update(do_sample=False)
-    return kw
-
-
 def answer(backend, pixels, turns, args, stream=None) -> str:
     """One answer to the last question of ``turns`` (streamed to ``stream``)."""
     ids = prompt_ids(backend.tokenizer, backend.template, turns)
-    kw = generation_kwargs(args)
+    kw = sampling_kwargs(args.max_new_tokens, args.temperature, args.top_p)
+    stops = stop_token_ids(backend.tokenizer, backend.template)
+    if stops:  # else generate's default: the tokenizer's EOS, if any
+        kw["eos_token_id"] = stops
     if stream is not None:
         kw["streamer"] = _streamer(backend.tokenizer, stream)
     new = backend.generate(ids, pixels, **kw)

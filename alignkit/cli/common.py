@@ -18,9 +18,11 @@ A checkpoint whose state dict does not fit the config's model (another config,
 another LLM) is refused with the checkpoint's path and the first differing key,
 instead of a half-loaded model.
 
-Also here: the ``label_data`` settings, annotation rows and image decoding of the
-label tools (``extract_labels``, ``analyze_labels``) and the output-folder check
-of the plotting tools.
+Also here: the generation prompts of ``chat`` and ``test`` (one definition of
+"the prompt up to the answer", from the conversation template), the
+``label_data`` settings, annotation rows and image decoding of the label tools
+(``extract_labels``, ``analyze_labels``) and the output-folder check of the
+plotting tools.
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 from torch.utils.data import Dataset
 
+from alignkit.datasets.constants import IMAGE_TOKEN
 from alignkit.datasets.image_io import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, ImageError, open_image
+from alignkit.datasets.templates import PlainTemplate, get_template, tokenize_with_image
 from alignkit.engine.compat import load_checkpoint_file
 from alignkit.engine.model_description import META_KEY, config_from_description
 from alignkit.registry import MODELS
@@ -162,6 +166,69 @@ def load_model_and_source(config_or_checkpoint: str, checkpoint: str | None = No
     if source.checkpoint is not None:
         load_weights(model, source.checkpoint)
     return model, cfg, source
+
+
+# --- generation prompts (chat, test) --------------------------------------------
+def answer_prompt(template, conversations: Sequence[dict], has_image: bool = True) -> str:
+    """The prompt text of a LLaVA conversation up to where its last answer starts.
+
+    That is the template's text before its last supervised segment: what
+    training showed the model before the tokens of that answer (``ASSISTANT:``
+    for ``vicuna_v1``, the bare ``<image>`` for ``plain``). ``BadSample`` when
+    the template refuses the conversation.
+    """
+    segments = get_template(template).render(conversations, has_image)
+    last = max(i for i, s in enumerate(segments) if s.train)
+    return "".join(s.text for s in segments[:last])
+
+
+def conversation_prompt(template, turns: Sequence[tuple[str, str | None]]) -> str:
+    """The prompt text for ``turns`` = [(question, answer), ..., (question, None)]: the image once, in the
+    first user turn; ``plain`` has no turns (the bare image)."""
+    template = get_template(template)
+    if template.name == "plain":
+        turns = turns[-1:]
+    messages = []
+    for i, (question, reply) in enumerate(turns):
+        messages.append({"from": "human", "value": (IMAGE_TOKEN + "\n" + question) if i == 0 else question})
+        messages.append({"from": "gpt", "value": reply if reply is not None else "x"})  # cut off again
+    return answer_prompt(template, messages, True)
+
+
+def prompt_ids(tokenizer, template, question: str | Sequence[tuple[str, str | None]]) -> torch.Tensor:
+    """Long[1, T]: the generation prompt (one question, or turns as in :func:`conversation_prompt`)."""
+    template = get_template(template)
+    turns = [(question, None)] if isinstance(question, str) else list(question)
+    return torch.tensor([tokenize_with_image(tokenizer, conversation_prompt(template, turns), template.add_bos)])
+
+
+def stop_token_ids(tokenizer, template) -> list[int]:
+    """The ids that end an answer: the tokenizer's EOS and the template's end-of-turn markers that are one special
+    token (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``: a chat model closes its turn with them)."""
+    ids = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    if hasattr(tokenizer, "get_added_vocab"):
+        special |= set(tokenizer.get_added_vocab())
+    for text in get_template(template).turn_ends:
+        one = tokenizer.encode(text, add_special_tokens=False) if text in special else []
+        if len(one) == 1 and one[0] not in ids:
+            ids.append(int(one[0]))
+    return ids
+
+
+def answer_stop_strings(template) -> tuple[str, ...]:
+    """Text that ends an answer, cut off the decoded answer: ``plain``'s separator (``"\\n"``; a stage-1 model ends
+    its caption with it, not with EOS, and LLaVA's ``model_vqa`` stops there too). Chat templates end a turn with a
+    special token (:func:`stop_token_ids`), which decoding drops."""
+    template = get_template(template)
+    return (template.sep,) if isinstance(template, PlainTemplate) and template.sep else ()
+
+
+def sampling_kwargs(max_new_tokens: int, temperature: float, top_p: float) -> dict:
+    """``generate``'s keyword arguments: greedy at ``temperature`` 0, else sampled with nucleus ``top_p``."""
+    if temperature > 0:
+        return dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p)
+    return dict(max_new_tokens=max_new_tokens, do_sample=False)
 
 
 # --- the label tools' data (extract_labels, analyze_labels) -------------------
