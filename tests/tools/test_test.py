@@ -20,7 +20,7 @@ def test_metrics_equal_the_training_runs_validation(demo_checkpoint, tmp_path, c
     (val,) = [row for row in logged if "align/label_top1" in row]  # validated once, at iteration 2
     out = tmp_path / "m.json"
     got = main([str(work / "demo_tiny.py"), demo_checkpoint["ckpt"], "--work-dir", str(tmp_path / "w"),
-                "--out", str(out)])
+                "--out", str(out), "--no-generate"])
     keys = sorted(k for k in val if k.startswith("align/"))
     assert keys and sorted(got) == keys
     for key in keys:  # same weights, same held-out images, same labeler: the same numbers
@@ -35,6 +35,9 @@ def test_a_checkpoint_of_another_model_is_refused(demo_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="iter_2.pth.*does not fit"):
         main([str(work / "demo_tiny.py"), demo_checkpoint["ckpt"], "--work-dir", str(tmp_path / "w"),
               "--cfg-options", "model.llm.config.num_hidden_layers=1"])
+    with pytest.raises(ValueError, match="iter_2.pth.*does not fit"):  # the answers-only path loads as strictly
+        main([str(work / "demo_tiny.py"), demo_checkpoint["ckpt"], "--work-dir", str(tmp_path / "w"),
+              "--no-metrics", "--cfg-options", "model.llm.config.num_hidden_layers=1"])
 
 
 def test_a_label_cache_of_another_labeler_is_refused_before_scoring(demo_checkpoint, tmp_path):
@@ -52,7 +55,7 @@ def test_a_label_cache_of_another_labeler_is_refused_before_scoring(demo_checkpo
     with pytest.raises(LabelCacheError) as err:
         main([DEMO, demo_checkpoint["ckpt"], "--work-dir", str(tmp_path / "w"), "--cfg-options",
               f"model.aligner.labeler.word_list={words}", f"model.align_eval.labeler.word_list={words}",
-              f"val_dataloader.dataset.label_cache={tmp_path / 'cache'}"])
+              f"val_dataloader.dataset.label_cache={tmp_path / 'cache'}", "--no-generate"])
     msg = str(err.value)
     assert "does not match the model and test_dataloader.dataset" in msg
     assert "labeler.top_n: cache has 3, model's labeler has 10" in msg
