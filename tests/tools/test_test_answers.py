@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alignkit.cli.common import load_model_and_source
+from alignkit.cli.common import answer_stop_strings, load_model_and_source, stop_token_ids
 from alignkit.cli.test import main
 from alignkit.datasets.constants import IMAGE_TOKEN_INDEX
 from alignkit.datasets.templates.presets import VICUNA_SYSTEM
@@ -63,6 +63,17 @@ def test_answer_match_on_hand_derived_cases(prediction, reference, em, f1):
     assert exact_match(prediction, reference) == em == ref_scores(prediction, reference)[0]
     assert token_f1(prediction, reference) == pytest.approx(f1) == ref_scores(prediction, reference)[1]
     assert normalize_answer(prediction).split() == ref_normalise(prediction)
+
+
+def test_an_answer_ends_at_eos_and_at_one_token_turn_ends(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir, eos_token="<|endoftext|>")  # an EOS that is not <|im_end|>
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert im_end != tok.eos_token_id
+    assert stop_token_ids(tok, "chatml") == [tok.eos_token_id, im_end]
+    assert stop_token_ids(tok, "vicuna_v1") == [tok.eos_token_id]  # its "</s>" and " " are no special tokens here
+    assert answer_stop_strings("plain") == ("\n",) and answer_stop_strings("vicuna_v1") == ()
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
