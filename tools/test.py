@@ -1,4 +1,4 @@
-"""A checkpoint's alignment metrics: ``python tools/test.py CONFIG_OR_CHECKPOINT [CHECKPOINT] [--out m.json]``.
+"""A checkpoint's alignment metrics and answers: ``python tools/test.py CONFIG CHECKPOINT [--out m.json]``.
 
 A shim over ``alignkit.cli.test.main`` (see there). Run from a checkout it
 imports the checkout's ``alignkit``, installed or not.

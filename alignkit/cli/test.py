@@ -31,7 +31,8 @@ Two parts, both on by default:
   keeps the model's autocast dtype, e.g. bf16 on a GPU).
 
 Prints the metrics, writes them to ``--out`` (JSON) when asked and returns
-them (with ``gen/skipped_rows``: row, id, reason and detail of each skip). Logs go to ``--work-dir`` (default ``./work_dirs/test_<config stem>``).
+them (with ``gen/skipped_rows``: row, id, reason and detail of each skip).
+Logs go to ``--work-dir`` (default ``./work_dirs/test_<config stem>``).
 """
 from __future__ import annotations
 
