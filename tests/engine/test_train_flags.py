@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import time
 
 import pytest
 from engine_toy import write_config
@@ -35,33 +36,32 @@ def test_vis_tensorboard_writes_events_and_keeps_scalars_json(tmp_path):
         assert tb[row["step"]] == pytest.approx(row["loss"], rel=1e-6)
 
 
-def wandb_history(run_file) -> list[dict]:
-    """The ``history`` rows of an offline W&B run file (``run-<id>.wandb``), as ``{key: value}``.
+def wandb_records(run_file) -> list:
+    """The ``Record`` protobufs of an offline W&B run file (``run-<id>.wandb``), in order.
 
-    Read here: wandb 0.31 ships no Python reader of it. The file is W&B's record log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of
-    chunks, each ``crc32 (u32) | length (u16) | kind (u8) | bytes`` (kind 1 = a whole record, 2/3/4 =
-    first/middle/last piece; a block tail under 7 bytes is padding), every record a ``Record`` protobuf.
+    Read here: wandb 0.31 ships no Python reader of it. The file is W&B's record log: a 7-byte
+    header (``:W&B``, magic, version), then 32 KiB blocks of chunks, each
+    ``crc32 (u32) | length (u16) | kind (u8) | bytes`` (kind 1 = a whole record, 2/3/4 =
+    first/middle/last piece; a block tail under 7 bytes is padding).
     """
     from wandb.proto import wandb_internal_pb2
 
     data = run_file.read_bytes()
     assert data[:4] == b":W&B", f"{run_file} is not a W&B run file"
-    block, pos, pieces, rows = 32768, 7, [], []
+    block, pos, pieces, records = 32768, 7, [], []
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
         _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
+        if kind == 0 or pos + 7 + n > len(data):  # zero padding, or a chunk still being written
             break
         pieces = [data[pos + 7:pos + 7 + n]] if kind in (1, 2) else pieces + [data[pos + 7:pos + 7 + n]]
         pos += 7 + n
         if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(pieces))
-            if record.WhichOneof("record_type") == "history":
-                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return rows
+            records.append(wandb_internal_pb2.Record())
+            records[-1].ParseFromString(b"".join(pieces))
+    return records
 
 
 def test_vis_wandb_writes_an_offline_run_with_the_loss_scalars(tmp_path, monkeypatch):
@@ -73,7 +73,14 @@ def test_vis_wandb_writes_an_offline_run_with_the_loss_scalars(tmp_path, monkeyp
     (scalars,) = (tmp_path / "w").glob("*/vis_data/scalars.json")
     # mmengine's WandbVisBackend passes dir=<vis_data>/wandb to wandb.init, so the run lands there, not in WANDB_DIR
     (run_file,) = scalars.parent.glob("wandb/offline-run-*/run-*.wandb")
-    history = wandb_history(run_file)
+    # wandb.finish() (mmengine's close) returns before W&B's service has written the whole file: wait for the
+    # run's closing 'exit' record (here: within a few seconds of training returning).
+    deadline = time.monotonic() + 60
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(run_file)):
+        assert time.monotonic() < deadline, f"{run_file} has no 'exit' record after 60 s"
+        time.sleep(0.2)
+    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+               for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]
     logged = [json.loads(line) for line in scalars.read_text().splitlines()]
     assert [row["iter"] for row in history] == [row["step"] for row in logged] == [1, 2]
     for ours, theirs in zip(logged, history):  # the same loss values, step by step, in both backends
