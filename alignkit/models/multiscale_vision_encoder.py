@@ -1,0 +1,215 @@
+"""``MultiScaleVisionEncoder``: S² (Scaling on Scales) around any alignkit vision encoder.
+
+Shi et al. 2024, "When Do We Not Need Larger Vision Models?", as LLaVA runs it
+(``s2wrapper.forward(tower, images, img_sizes=[336, 672, 1008], max_split_size=336)``;
+the SEA paper's "S²-Wrapper CLIP-L 1008" rows, Table 2):
+
+    image at the largest scale S_max (1008)
+      for each scale S = k · S_base (336, 672, 1008; k = 1, 2, 3):
+        resize to S × S (bicubic, as s2wrapper does; the largest scale is the image itself)
+        split into k × k crops of S_base × S_base, row by row
+        every crop through the SAME tower -> layer −2 patch features (H, W, D) per crop
+        crops merged back into one (k·H) × (k·W) map, average-pooled k × k -> (H, W, D)
+      concatenate the scales along channels -> features (B, P, n_scales · D)
+
+P is the tower's own (576 for CLIP-L/336): the LLM sees as many visual tokens
+as without S², and the adapter reads ``vision_dim = n_scales · D`` (3 × 1024 =
+3072, LLaVA's ``mm_hidden_size``). The scales' channels come in ascending
+scale order (base first), as s2wrapper concatenates them.
+
+``dense`` (what the labeler scores, SEA's patch labels) is the base scale's
+dense joint-space embeddings: the image resized to S_base and seen whole by
+the tower, on the same H × W grid as the visual tokens. That is exactly the
+input CLIP was trained on (one whole image at its native resolution), so a
+label means what it means for CLIP-L/336: the words whose text embedding the
+patch's final-layer embedding is closest to. The larger scales' crops are
+not used for labels: a crop's final layer has seen only a ninth of the image
+(its tokens drift from the joint space CLIP's text tower was trained
+against), and averaging L2-normalised joint-space vectors across crops and
+scales is not an embedding CLIP ever produced. Every visual token (which
+carries all scales) is supervised by the label of the base-scale patch at the
+same grid position, which covers the same region of the photo.
+
+All crops of all scales go through the tower in one batch
+((1 + 4 + 9) · B images for 336/672/1008): one forward, as the encoder
+contract asks (``docs/design.md``).
+
+Everything else of the encoder contract is the wrapped encoder's: ``grid``,
+``num_patches``, ``dense_mode``, ``embed_dim``, ``feature_layer``, ``tower``,
+``loaded`` (the tower shared with the labeler), ``frozen``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alignkit.datasets.hf_image_processor import HFImageProcessor
+from alignkit.datasets.image_processor import OpenCLIPImageProcessor
+from alignkit.models.vision_encoder import VisionOutput
+from alignkit.registry import MODELS
+from alignkit.utils.validate import check_int
+
+
+def _square(name: str, size) -> int:
+    h, w = size
+    if h != w:
+        raise ValueError(f"{name} must be square for S², got {h}x{w}")
+    return int(h)
+
+
+def check_scales(scales, base: int) -> tuple[int, ...]:
+    """Ascending, distinct multiples of ``base`` that start with ``base`` (the tower's input size)."""
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
+        raise ValueError(f"scales must be a non-empty list of image sizes in pixels, got {scales!r}")
+    out = tuple(check_int("each of scales", s, low=1) for s in scales)
+    if list(out) != sorted(set(out)):
+        raise ValueError(f"scales must be distinct and ascending, got {list(out)}")
+    if out[0] != base:
+        raise ValueError(
+            f"scales must start at the tower's input size {base} (the crop size and the output grid), got {list(out)}"
+        )
+    bad = [s for s in out if s % base]
+    if bad:
+        raise ValueError(f"every scale must be a multiple of the tower's input size {base}; {bad} are not")
+    return out
+
+
+def resize_bicubic(images: Tensor, size: int) -> Tensor:
+    """(B, 3, S, S) -> (B, 3, size, size), bicubic in fp32 like s2wrapper (the identity when the size is the same)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False).to(images.dtype)
+
+
+def split_crops(images: Tensor, k: int) -> Tensor:
+    """(B, 3, k·s, k·s) -> (k·k·B, 3, s, s): crop (i, j) of image b at index (i·k + j)·B + b."""
+    b, c, hh, ww = images.shape
+    s, t = hh // k, ww // k
+    x = images.reshape(b, c, k, s, k, t).permute(2, 4, 0, 1, 3, 5)  # (k, k, B, 3, s, t)
+    return x.reshape(k * k * b, c, s, t)
+
+
+def merge_pool(features: Tensor, k: int, grid: tuple[int, int]) -> Tensor:
+    """(k·k·B, P, D) crop features (``split_crops`` order) -> (B, P, D): merged map, k × k average pool."""
+    h, w = grid
+    n, p, d = features.shape
+    b = n // (k * k)
+    x = features.reshape(k, k, b, h, w, d).permute(2, 5, 0, 3, 1, 4)  # (B, D, k, H, k, W)
+    x = x.reshape(b, d, k * h, k * w)  # the whole image's (k·H) × (k·W) map
+    pooled = F.avg_pool2d(x.float(), kernel_size=k)  # s2wrapper's area resize, an exact k × k mean
+    return pooled.to(features.dtype).flatten(2).transpose(1, 2)  # (B, D, H, W) -> (B, P, D)
+
+
+@MODELS.register_module()
+class MultiScaleVisionEncoder(nn.Module):
+    """S² around a vision encoder: ``forward(images (B, 3, S_max, S_max)) -> VisionOutput(features (B, P, n·D), dense (B, P, C))``.
+
+    Args:
+        encoder: the wrapped encoder's config (``OpenCLIPVisionEncoder``,
+            ``HFVisionEncoder``) or the built module. Its tower's input size is
+            the base scale and the crop size.
+        scales: image sizes in pixels, ascending, each a multiple of the base;
+            LLaVA's S² preset ``(336, 672, 1008)``. Images arrive at the largest.
+        init_empty: build the wrapped encoder on the meta device (shape checks).
+        loaded: an already loaded model for the wrapped encoder (``LLaVAModel``
+            passes its labeler's here so the process holds one tower).
+
+    Attributes:
+        scales, splits (k per scale), vision_dim (n · D), image_size (S_max, S_max),
+        and the wrapped encoder's grid (H, W), num_patches (P), embed_dim (C),
+        dense_mode, feature_layer, tower, loaded, frozen.
+    """
+
+    def __init__(
+        self,
+        encoder: dict | nn.Module,
+        scales: Sequence[int] = (336, 672, 1008),
+        init_empty: bool = False,
+        loaded=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(encoder, nn.Module):
+            if init_empty or loaded is not None:
+                raise ValueError("init_empty / loaded apply to an encoder config, not to a built encoder")
+        elif isinstance(encoder, dict):
+            encoder = dict(encoder)
+            if loaded is not None:
+                encoder["loaded"] = loaded
+            if init_empty:
+                encoder["init_empty"] = True
+            encoder = MODELS.build(encoder)
+        else:
+            raise ValueError(f"encoder must be a vision encoder config (dict) or module, got {type(encoder).__name__}")
+        if isinstance(encoder, MultiScaleVisionEncoder):
+            raise ValueError("MultiScaleVisionEncoder cannot wrap another MultiScaleVisionEncoder")
+        self.encoder = encoder
+        base = _square("the wrapped encoder's image_size", encoder.image_size)
+        self.scales = check_scales(scales, base)
+        self.splits = tuple(s // base for s in self.scales)
+        self.grid = tuple(encoder.grid)
+        self.num_patches = encoder.num_patches
+        self.vision_dim = len(self.scales) * encoder.vision_dim
+        self.embed_dim = encoder.embed_dim
+        self.dense_mode = encoder.dense_mode
+        self.feature_layer = encoder.feature_layer
+        self.image_size = (self.scales[-1], self.scales[-1])
+
+    # The wrapped encoder owns the tower and whether it trains: one place, read and written through.
+    @property
+    def tower(self) -> nn.Module:
+        return self.encoder.tower
+
+    @property
+    def loaded(self):
+        return self.encoder.loaded
+
+    @property
+    def frozen(self) -> bool:
+        return self.encoder.frozen
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        self.encoder.frozen = value
+
+    @property
+    def model_name(self) -> str:
+        return self.encoder.model_name
+
+    @property
+    def transform(self):
+        """The wrapped encoder's image preprocessing at the largest scale (None for an ``init_empty`` encoder).
+
+        As LLaVA's S² tower does: the same resize / centre crop / normalisation, sized ``S_max``.
+        """
+        inner = self.encoder.transform
+        if inner is None:
+            return None
+        size = self.scales[-1]
+        if isinstance(inner, HFImageProcessor):
+            return HFImageProcessor(processor=inner.processor, image_size=size)
+        pre = getattr(self.encoder, "preprocess_cfg", {}) or {}
+        return OpenCLIPImageProcessor(image_size=size, mean=pre.get("mean"), std=pre.get("std"),
+                                      resize_mode=pre.get("resize_mode"), interpolation=pre.get("interpolation"))
+
+    def forward(self, images: Tensor) -> VisionOutput:
+        """(B, 3, S_max, S_max) preprocessed images -> ``VisionOutput`` (features (B, P, n·D), dense (B, P, C))."""
+        s_max = self.scales[-1]
+        if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, s_max, s_max):
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(
+                f"images must be (B, 3, {s_max}, {s_max}) (the largest S² scale; preprocess with this encoder's "
+                f"`transform`), got {shape}"
+            )
+        b = images.shape[0]
+        # One batch through the tower: [base images | 2x2 crops | 3x3 crops | ...].
+        crops = [split_crops(resize_bicubic(images, s), k) for s, k in zip(self.scales, self.splits)]
+        features, dense = self.encoder(torch.cat(crops))  # (sum k² · B, P, D), (sum k² · B, P, C)
+        per_scale = features.split([k * k * b for k in self.splits])
+        merged = [merge_pool(f, k, self.grid) for f, k in zip(per_scale, self.splits)]  # each (B, P, D)
+        return VisionOutput(torch.cat(merged, dim=-1), dense[:b])  # (B, P, n·D), base-scale (B, P, C)
+
+    def extra_repr(self) -> str:
+        return f"scales={self.scales}, grid={self.grid}, D={self.vision_dim}, C={self.embed_dim}"
