@@ -43,69 +43,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.datasets.hf_image_processor import HFImageProcessor
-from alignkit.datasets.image_processor import OpenCLIPImageProcessor
 from alignkit.models.vision_encoder import VisionOutput
 from alignkit.registry import MODELS
-from alignkit.utils.validate import check_int
-
-
-def _square(name: str, size) -> int:
-    h, w = size
-    if h != w:
-        raise ValueError(f"{name} must be square for S², got {h}x{w}")
-    return int(h)
-
-
-def check_scales(scales, base: int) -> tuple[int, ...]:
-    """Ascending, distinct multiples of ``base`` that start with ``base`` (the tower's input size)."""
-    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
-        raise ValueError(f"scales must be a non-empty list of image sizes in pixels, got {scales!r}")
-    out = tuple(check_int("each of scales", s, low=1) for s in scales)
-    if list(out) != sorted(set(out)):
-        raise ValueError(f"scales must be distinct and ascending, got {list(out)}")
-    if out[0] != base:
-        raise ValueError(
-            f"scales must start at the tower's input size {base} (the crop size and the output grid), got {list(out)}"
-        )
-    bad = [s for s in out if s % base]
-    if bad:
-        raise ValueError(f"every scale must be a multiple of the tower's input size {base}; {bad} are not")
-    return out
-
-
-def resize_bicubic(images: Tensor, size: int) -> Tensor:
-    """(B, 3, S, S) -> (B, 3, size, size), bicubic in fp32 like s2wrapper (the identity when the size is the same)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False).to(images.dtype)
-
-
-def split_crops(images: Tensor, k: int) -> Tensor:
-    """(B, 3, k·s, k·s) -> (k·k·B, 3, s, s): crop (i, j) of image b at index (i·k + j)·B + b."""
-    b, c, hh, ww = images.shape
-    s, t = hh // k, ww // k
-    x = images.reshape(b, c, k, s, k, t).permute(2, 4, 0, 1, 3, 5)  # (k, k, B, 3, s, t)
-    return x.reshape(k * k * b, c, s, t)
-
-
-def merge_pool(features: Tensor, k: int, grid: tuple[int, int]) -> Tensor:
-    """(k·k·B, P, D) crop features (``split_crops`` order) -> (B, P, D): merged map, k × k average pool."""
-    h, w = grid
-    n, p, d = features.shape
-    b = n // (k * k)
-    x = features.reshape(k, k, b, h, w, d).permute(2, 5, 0, 3, 1, 4)  # (B, D, k, H, k, W)
-    x = x.reshape(b, d, k * h, k * w)  # the whole image's (k·H) × (k·W) map
-    pooled = F.avg_pool2d(x.float(), kernel_size=k)  # s2wrapper's area resize, an exact k × k mean
-    return pooled.to(features.dtype).flatten(2).transpose(1, 2)  # (B, D, H, W) -> (B, P, D)
+from alignkit.towers.multiscale import (
+    check_input,
+    check_scales,
+    merge_pool,
+    resize,
+    split_crops,
+    square_side,
+    transform_at,
+)
 
 
 @MODELS.register_module()
 class MultiScaleVisionEncoder(nn.Module):
-    """S² around a vision encoder: ``forward(images (B, 3, S_max, S_max)) -> VisionOutput(features (B, P, n·D), dense (B, P, C))``.
+    """S² around a vision encoder: ``forward(images (B, 3, S_max, S_max)) -> VisionOutput``.
+
+    ``features`` (B, P, n·D) for the adapter, ``dense`` (B, P, C) of the base scale for the labeler.
 
     Args:
         encoder: the wrapped encoder's config (``OpenCLIPVisionEncoder``,
@@ -146,7 +103,7 @@ class MultiScaleVisionEncoder(nn.Module):
         if isinstance(encoder, MultiScaleVisionEncoder):
             raise ValueError("MultiScaleVisionEncoder cannot wrap another MultiScaleVisionEncoder")
         self.encoder = encoder
-        base = _square("the wrapped encoder's image_size", encoder.image_size)
+        base = square_side("the wrapped encoder's image_size", encoder.image_size)
         self.scales = check_scales(scales, base)
         self.splits = tuple(s // base for s in self.scales)
         self.grid = tuple(encoder.grid)
@@ -187,25 +144,14 @@ class MultiScaleVisionEncoder(nn.Module):
         inner = self.encoder.transform
         if inner is None:
             return None
-        size = self.scales[-1]
-        if isinstance(inner, HFImageProcessor):
-            return HFImageProcessor(processor=inner.processor, image_size=size)
-        pre = getattr(self.encoder, "preprocess_cfg", {}) or {}
-        return OpenCLIPImageProcessor(image_size=size, mean=pre.get("mean"), std=pre.get("std"),
-                                      resize_mode=pre.get("resize_mode"), interpolation=pre.get("interpolation"))
+        return transform_at(inner, getattr(self.encoder, "preprocess_cfg", None), self.scales[-1])[0]
 
     def forward(self, images: Tensor) -> VisionOutput:
         """(B, 3, S_max, S_max) preprocessed images -> ``VisionOutput`` (features (B, P, n·D), dense (B, P, C))."""
-        s_max = self.scales[-1]
-        if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, s_max, s_max):
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(
-                f"images must be (B, 3, {s_max}, {s_max}) (the largest S² scale; preprocess with this encoder's "
-                f"`transform`), got {shape}"
-            )
+        check_input(images, self.scales[-1])
         b = images.shape[0]
         # One batch through the tower: [base images | 2x2 crops | 3x3 crops | ...].
-        crops = [split_crops(resize_bicubic(images, s), k) for s, k in zip(self.scales, self.splits)]
+        crops = [split_crops(resize(images, s), k) for s, k in zip(self.scales, self.splits)]
         features, dense = self.encoder(torch.cat(crops))  # (sum k² · B, P, D), (sum k² · B, P, C)
         per_scale = features.split([k * k * b for k in self.splits])
         merged = [merge_pool(f, k, self.grid) for f, k in zip(per_scale, self.splits)]  # each (B, P, D)

@@ -106,8 +106,13 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
         assert cfg.model.llm.pretrained and cfg.model.llm.config["hidden_size"] == want["E"]
     if want["sea"]:
         aligner = cfg.model.aligner
-        assert aligner.labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
-        assert aligner.labeler.type.startswith("HF") == hf
+        labeler = aligner.labeler
+        if want["s2"]:  # S²'s labels: the base scale of its 1008-px images; extract_labels reads the same labeler
+            assert labeler.type == "MultiScaleLabeler" and tuple(labeler.scales) == S2_SCALES
+            assert cfg.labeler == labeler and cfg.label_data.ann_file.endswith("blip_laion_cc_sbu_558k.json")
+            labeler = labeler.labeler
+        assert labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
+        assert labeler.type.startswith("HF") == hf
         assert aligner.loss.init_logit_scale == 0.0 and aligner.loss_weight == 1.0
         assert [s["type"] for s in aligner.samplers] == ["SimilarityWeightedSampler", "WindowSampler", "DedupSampler"]
         assert aligner.samplers[1]["window"] == 2
