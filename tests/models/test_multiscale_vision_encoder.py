@@ -16,6 +16,7 @@ from helpers import tiny_batch, tiny_model_cfg
 from mmengine.optim import OptimWrapper
 from PIL import Image
 
+from alignkit.export.hf import build_llava
 from alignkit.models import MultiScaleVisionEncoder
 from alignkit.registry import MODELS
 from alignkit.testing.hf_tiny import save_hf_tower, tiny_clip
@@ -174,3 +175,11 @@ def test_llava_model_builds_s2_on_the_meta_device():
     model = MODELS.build(s2_model_cfg(init_empty=True))
     assert model.vision_encoder.tower.conv1.weight.is_meta
     assert model.adapter.vision_dim == 192
+
+
+def test_hugging_face_export_refuses_s2():
+    # LlavaForConditionalGeneration runs one tower forward into its projector: no S², so no silent wrong export.
+    model = MODELS.build(tiny_model_cfg(aligner=False, vision_encoder=dict(
+        type="MultiScaleVisionEncoder", encoder=DEMO_ENCODER, scales=(64, 128))))
+    with pytest.raises(ValueError, match=r"adapter reads D=128 features but the vision tower is 64 wide"):
+        build_llava(model, None, "plain")
