@@ -50,11 +50,13 @@ def check_scales(scales, base: int) -> tuple[int, ...]:
 
 def check_input(images, side: int) -> None:
     """ValueError unless ``images`` is (B, 3, side, side): S² takes its images at the largest scale."""
-    if not isinstance(images, Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, side, side):
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, 3, {side}, {side}) tensor (the largest S² scale), got {shape}")
+    if tuple(images.shape[2:]) != (side, side):
         raise ValueError(
-            f"images must be (B, 3, {side}, {side}) (the largest S² scale; preprocess with the S² `transform`), "
-            f"got {shape}"
+            f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {side}x{side} "
+            "(S²'s largest scale); preprocess with the S² encoder's or labeler's `transform`"
         )
 
 

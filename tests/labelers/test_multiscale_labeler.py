@@ -56,7 +56,7 @@ def test_labels_are_the_base_scale_of_the_s2_image(model):
     with torch.no_grad():
         torch.testing.assert_close(encoder(images).dense, dense, atol=1e-5, rtol=1e-5)  # what training labels
     assert labeler.grid == encoder.grid and labeler.words == labeler.labeler.words
-    with pytest.raises(ValueError, match=r"images must be \(B, 3, 192, 192\)"):
+    with pytest.raises(ValueError, match=r"images are 64x64 pixels but the encoder expects 192x192"):
         labeler.encode_patches(base)
     # 192 -> 64 is an exact factor 3, where bicubic without antialiasing samples pixels 3i + 1 (any kernel
     # would); at 128 -> 64 the kernel shows: S² resizes bicubic, as s2wrapper does.
