@@ -167,5 +167,8 @@ def sigmoid_loss(visual: Tensor, text: Tensor, scale: float, bias: float) -> flo
 
 # --------------------------------------------------------------------------- Eq. 11: the objective
 def total_loss(loss_lm: float, loss_align: float, loss_weight: float = 1.0) -> float:
-    """Eq. 11: ``L = L_lm + λ·L_align``; λ = 1.0 is the preset (the paper gives no value)."""
+    """Eq. 11: ``L = L_lm + λ·L_align``; λ = 1.0 is the preset (the paper gives no value).
+
+    Fast piece: ``LLaVAModel.parse_losses`` (its ``loss_align`` is already ``λ·L_align``).
+    """
     return loss_lm + loss_weight * loss_align

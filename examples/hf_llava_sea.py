@@ -1,6 +1,6 @@
 """SEA stage 1 on a transformers LlavaForConditionalGeneration with the Hugging Face Trainer.
 
-DESIGN.md's use 3 for code built on transformers: your LLaVA, your Trainer,
+docs/design.md's use 3 for code built on transformers: your LLaVA, your Trainer,
 SEA's align loss added in a few lines (marked ``# SEA`` below) with
 :class:`alignkit.integrations.transformers.LlavaSEA`. It runs offline on a
 CPU in under a minute: the LLaVA, its CLIP and the LLM are tiny and random

@@ -1,4 +1,5 @@
-"""Test-wide settings: offline hub, hypothesis profiles, a fixed torch thread count."""
+"""Test-wide settings (offline hub, hypothesis profiles, a fixed torch thread count) and the session-wide
+fixtures: the SmolLM2 asset and one trained demo checkpoint shared by every test that needs one."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,3 +54,33 @@ def smollm2_llm(smollm2_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory):
+    """The demo trained for 2 iterations with a small word list (the captions' words), validated at the end.
+
+    Returns dict(base, data, ckpt, work, words, word_option, images): ``data`` holds the demo
+    photographs under ``images/``; ``images`` are two of them (astronaut, chelsea); ``word_option``
+    is the ``--cfg-options`` entry that gives a config the same small word list.
+    """
+    from helpers import DEMO  # here, not at the top: most test runs never train the demo
+
+    from alignkit.cli.train import main as train
+    from alignkit.testing.demo import _caption_words, write_demo_data
+
+    base = tmp_path_factory.mktemp("demo_checkpoint")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNKIT_DEMO_DATA", str(base / "data"))
+    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    write_demo_data(base / "data")
+    words = base / "words.txt"
+    words.write_text("\n".join(_caption_words()) + "\n")
+    work = base / "work"
+    train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2",
+           "train_dataloader.batch_size=2", f"model.aligner.labeler.word_list={words}",
+           "train_cfg.val_interval=2", "train_cfg.val_begin=2"])
+    images = [str(base / "data" / "images" / f"{n}.png") for n in ("astronaut", "chelsea")]
+    yield dict(base=base, data=base / "data", ckpt=str(work / "iter_2.pth"), work=work, words=words,
+               word_option=f"model.aligner.labeler.word_list={words}", images=images)
+    mp.undo()

@@ -22,10 +22,11 @@ from alignkit.labelers import CLIPTopNLabeler
 from alignkit.labelers.functional import cosine_topn
 from alignkit.losses.functional import info_nce, sigmoid_pairwise
 from alignkit.models import SEAAligner
-from alignkit.registry import ALIGN_LOSSES, SAMPLERS
+from alignkit.registry import ALIGN_LOSSES, MODELS, SAMPLERS
 from alignkit.structures import EMPTY_WORD, PairSet, PatchLabels
 from alignkit.testing import BYTE_LEVEL_SPACE, byte_level_bpe_tokenizer, chain_merges, random_embedding
 from alignkit.word_table import build_word_table, word_token_ids
+from helpers import tiny_batch, tiny_model_cfg
 
 R = 1500  # draws per side for the samplers
 WORDS = ["cat", "dog", "tree", "car", "sky", "boat", "house", "road"]
@@ -178,8 +179,28 @@ def eq9_sigmoid():
         assert got == pytest.approx(reference.sigmoid_loss(x, t, 10.0, -10.0), rel=1e-12, abs=1e-12)
 
 
+# --------------------------------------------------------------------------- Eq. 11
+def eq11_objective():
+    """``LLaVAModel.parse_losses`` (what the optimiser steps on) is Eq. 11 of the model's two terms."""
+    weight = 0.25
+    model = MODELS.build(tiny_model_cfg(aligner=True, autocast_dtype=None))
+    model.aligner.loss_weight = weight
+    batch = model.data_preprocessor(tiny_batch(model), True)
+    torch.manual_seed(0)
+    losses = model(**batch, mode="loss")
+    loss, logged = model.parse_losses(losses)
+    model.aligner.loss_weight = 1.0  # the same draw again, unweighted: L_align itself
+    torch.manual_seed(0)
+    raw = model(**batch, mode="loss")
+    assert raw["loss_lm"].item() == losses["loss_lm"].item()
+    expected = reference.total_loss(raw["loss_lm"].item(), raw["loss_align"].item(), weight)
+    assert loss.item() == pytest.approx(expected, rel=1e-6) and logged["loss"] is loss
+    with pytest.raises(ValueError, match="loss_extra"):  # no silent third term
+        model.parse_losses(dict(losses, loss_extra=torch.tensor(1.0)))
+
+
 PIECES = [eq6_cosine_topn, eq6_labeler_label, eq7_similarity_weighted, eq7_then_window, eq7_window_dedup,
-          eq7_aligner_sample, eq8_word_table, eq9_info_nce, eq9_sigmoid]
+          eq7_aligner_sample, eq8_word_table, eq9_info_nce, eq9_sigmoid, eq11_objective]
 
 
 @pytest.mark.parametrize("piece", PIECES, ids=lambda f: f.__name__)

@@ -54,6 +54,7 @@ from alignkit.registry import LABELERS
 from alignkit.structures import EMPTY_WORD, PatchLabels
 from alignkit.towers.share import share_tower
 from alignkit.word_table import build_word_table
+from alignkit.utils.validate import check_int
 
 PROG = "visualize_alignment"
 HIT, MISS = "#1a7f37", "#c62828"  # green / red boxes under white text
@@ -93,8 +94,7 @@ def display_image(image: Image.Image, tensor: torch.Tensor, preprocess_cfg: dict
 # --- the cells ---------------------------------------------------------------
 def window_for(grid: tuple[int, int], max_labels: int) -> int:
     """Smallest k with at most ``max_labels`` windows along each side of ``grid``."""
-    if not isinstance(max_labels, int) or isinstance(max_labels, bool) or max_labels < 1:
-        raise ValueError(f"--max-labels must be a positive int, got {max_labels!r}")
+    check_int("--max-labels", max_labels, low=1)
     return max(1, math.ceil(max(grid) / max_labels))
 
 

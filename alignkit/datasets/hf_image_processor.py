@@ -29,6 +29,7 @@ from PIL import Image
 
 from alignkit.datasets.image_processor import expand_to_square
 from alignkit.registry import TRANSFORMS
+from alignkit.towers.transformers import model_kind, tower_image_size
 from alignkit.utils.validate import check_int
 
 # image_processor_type in a preprocessor_config.json -> the family
@@ -139,7 +140,6 @@ class HFImageProcessor:
     @classmethod
     def for_tower(cls, model, pad_to_square: bool = False) -> "HFImageProcessor":
         """The family's default processor at the tower's input size (a model built in memory has no config file)."""
-        from alignkit.towers.transformers import model_kind, tower_image_size
 
         h, w = tower_image_size(model)
         family = model_kind(model)

@@ -44,6 +44,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from alignkit.utils.validate import check_int, check_number
+
 DEFAULT_MAX_PIXELS = 50_000_000  # 150 MB as 8-bit RGB; a 45-MP camera photo (8192×5464) fits
 DEFAULT_MAX_ASPECT = 50.0  # short side -> 336 gives at most 336 × 16,800 pixels
 
@@ -154,10 +156,8 @@ def open_image(
     Raises ``ImageNotFound``, ``ImageOutsideRoot``, ``ImageTooLarge`` or
     ``ImageUnreadable`` (all ``ImageError``, a ``ValueError``), naming the file.
     """
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
-    if isinstance(max_aspect, bool) or not isinstance(max_aspect, (int, float)) or not max_aspect >= 1:
-        raise ValueError(f"max_aspect must be a number >= 1, got {max_aspect!r}")
+    check_int("max_pixels", max_pixels, low=1)
+    check_number("max_aspect", max_aspect, low=1)
     full = resolve_image_path(path, root, allow_outside_root)
     if not os.path.isfile(full):
         raise ImageNotFound(full, "does not exist" if not os.path.exists(full) else "is not a file")

@@ -30,6 +30,7 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
 from alignkit.registry import DATA_SAMPLERS
+from alignkit.utils.validate import check_int
 
 
 def _even_chunks(indices: np.ndarray, lengths: np.ndarray, num_chunks: int) -> list[int]:
@@ -86,9 +87,8 @@ def length_grouped_indices(
         raise ValueError(
             f"modality_lengths must be non-zero (sign = modality), got 0 at {int(np.flatnonzero(lengths == 0)[0])}"
         )
-    for name, v in (("batch_size", batch_size), ("num_chunks", num_chunks)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_int("batch_size", batch_size, low=1)
+    check_int("num_chunks", num_chunks, low=1)
     generator = generator if generator is not None else torch.Generator()
     mm, lang = np.flatnonzero(lengths > 0), np.flatnonzero(lengths < 0)
     if not group_by_modality or not len(mm) or not len(lang):
@@ -147,13 +147,10 @@ class LengthGroupedSampler(Sampler):
         dist_rank, dist_world = get_dist_info()
         self.rank = dist_rank if rank is None else rank
         self.num_replicas = dist_world if num_replicas is None else num_replicas
-        if not isinstance(self.num_replicas, int) or self.num_replicas < 1:
-            raise ValueError(f"num_replicas must be a positive int, got {self.num_replicas!r}")
-        if not isinstance(self.rank, int) or not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank must be an int in [0, {self.num_replicas}), got {self.rank!r}")
-        for name, v in (("batch_size", batch_size), ("accumulative_counts", accumulative_counts)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int("num_replicas", self.num_replicas, low=1)
+        check_int("rank", self.rank, low=0, high=self.num_replicas - 1)
+        check_int("batch_size", batch_size, low=1)
+        check_int("accumulative_counts", accumulative_counts, low=1)
         self.dataset = dataset
         self.batch_size = batch_size
         self.group_by_modality = group_by_modality

@@ -50,6 +50,7 @@ from alignkit.datasets.tokenizers import build_tokenizer
 from alignkit.labelers.cache import LabelCache
 from alignkit.registry import DATASETS, TRANSFORMS
 from alignkit.structures import EMPTY_WORD, PatchLabels
+from alignkit.utils.validate import check_int, check_number
 
 _SOURCE_KEYS = ("ann_file", "image_folder")
 
@@ -167,18 +168,12 @@ class LLaVADataset(BaseDataset):
         max_refetch: int = 1000,
         test_mode: bool = False,
     ) -> None:
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if not isinstance(image_token_length, int) or image_token_length < 1:
-            raise ValueError(f"image_token_length must be a positive int, got {image_token_length!r}")
+        check_int("max_length", max_length, low=1)
+        check_int("image_token_length", image_token_length, low=1)
         if image_processor is None:
             raise ValueError("image_processor is required (it also sizes the zero image of text-only rows)")
-        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-            raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
-        if isinstance(max_image_aspect, bool) or not isinstance(max_image_aspect, (int, float)) \
-                or not max_image_aspect >= 1:
-            raise ValueError(f"max_image_aspect must be a number >= 1, got {max_image_aspect!r}")
-        self.max_image_pixels, self.max_image_aspect = max_image_pixels, float(max_image_aspect)
+        self.max_image_pixels = check_int("max_image_pixels", max_image_pixels, low=1)
+        self.max_image_aspect = check_number("max_image_aspect", max_image_aspect, low=1)
         self.allow_outside_root = bool(allow_outside_root)
         if tokenizer is None:
             raise ValueError("tokenizer is required: a tokenizer, a path or hub name, or a config dict")

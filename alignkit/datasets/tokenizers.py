@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alignkit.registry import FUNCTIONS
+from alignkit.utils.validate import check_bool
 
 SPIECE_UNDERLINE = "▁"
 BACKENDS = ("auto", "sentencepiece", "hf")
@@ -71,8 +72,7 @@ class SentencePieceTokenizer:
         add_eos_token: bool = False,
         model_max_length: int | None = None,
     ) -> None:
-        if not isinstance(legacy, bool):
-            raise ValueError(f"legacy must be True or False, got {legacy!r}")
+        check_bool("legacy", legacy)
         import sentencepiece as spm
 
         self.model_file = str(model_file)

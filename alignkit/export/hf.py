@@ -63,6 +63,7 @@ from alignkit.datasets.tokenizers import SentencePieceTokenizer
 from alignkit.registry import TRANSFORMS
 from alignkit.towers.open_clip import _is_open_clip_vit
 from alignkit.utils.validate import as_pair
+from alignkit.towers import transformers as hf_tower
 
 __all__ = [
     "ExportedLlava",
@@ -312,7 +313,6 @@ def vision_tower_export(visual):
     """``(vision config, state dict, prefix tokens)`` of a tower that maps: an open_clip CLIP ViT (one CLS
     token) or an open_clip timm SigLIP ViT (none), or a transformers CLIP / SigLIP tower (``HFVisionEncoder``:
     already LLaVA's classes, its own config and weights); ValueError naming the tower otherwise."""
-    from alignkit.towers import transformers as hf_tower
 
     if hf_tower.is_transformers_tower(visual):
         cfg = hf_tower.vision_config(visual)

@@ -37,6 +37,7 @@ from alignkit.towers.transformers import (
     tower_input_dtype,
 )
 from alignkit.towers import transformers_loader as hf_loader  # module: read at call time (import-order safe)
+from alignkit.towers.transformers import text_features
 
 
 def _text_max_length(text_model) -> int:
@@ -55,7 +56,6 @@ def build_hf_text_bank(
     device=None,
 ) -> Tensor:
     """(V, C) fp32 L2-normalised text features of ``prompt.format(word)`` for every word (module docstring)."""
-    from alignkit.towers.transformers import text_features
 
     check_prompt(prompt)
     if device is None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from alignkit.utils.validate import as_dtype
+from alignkit.registry import FUNCTIONS
 
 # config keys compared with a loaded model's config (when the config states them)
 _CHECKED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "model_type")
@@ -97,7 +98,6 @@ def build_llm(cfg: dict, tokenizer=None, init_empty: bool = False, seed: int | N
         return model
 
     if isinstance(pretrained, dict):  # e.g. dict(type='smollm2_path'): a local asset found at run time
-        from alignkit.registry import FUNCTIONS
 
         pretrained = FUNCTIONS.build(pretrained)
     model = AutoModelForCausalLM.from_pretrained(pretrained, **_dtype_kw(dtype), **extra)

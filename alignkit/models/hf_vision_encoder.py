@@ -38,6 +38,7 @@ from alignkit.towers.transformers import (
     vision_only,
 )
 from alignkit.towers.transformers_loader import PRECISIONS, LoadedTransformersModel, load_transformers_model
+from alignkit.utils.validate import check_bool
 
 
 def _empty_model(config: dict):
@@ -87,8 +88,7 @@ class HFVisionEncoder(nn.Module):
         loaded: LoadedTransformersModel | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(frozen, bool):
-            raise ValueError(f"frozen must be True or False, got {frozen!r}")
+        check_bool("frozen", frozen)
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}")
         self.model_name = model_name

@@ -7,7 +7,9 @@ An mmengine ``BaseModel``; composition only. One training step (stage 1 with SEA
     input_ids with −200 placeholders ──► splice visual tokens ──► LLM ──► loss_lm
 
 Returns ``loss_lm`` and ``loss_align`` (already × λ); everything else it
-returns is logged only and its key holds no "loss".
+returns is logged only and its key holds no "loss". The objective, SEA's
+Eq. 11, is written out in :meth:`LLaVAModel.parse_losses`:
+``loss = loss_lm + λ·loss_align``.
 
 What trains is one list, ``trainable``: any of ``'vision_encoder'``,
 ``'adapter'``, ``'llm'``, ``'aligner'`` (the align loss's temperature). Stage 1:
@@ -28,10 +30,11 @@ Batch format: ``llava_collate``'s ``dict(inputs=..., data_samples=...)``;
 or None.
 
 Validation: ``val_step``/``test_step`` run ``mode='align'`` when the model can
-label images (an aligner with a labeler, or ``align_eval.labeler``): the
-vision side only (no LLM forward), returning one dict per image with what
-``AlignmentMetric`` averages (label ranks and cosines, nearest-word hits,
-TACS). Otherwise they run ``mode='predict'`` (greedy generation).
+label images (an aligner with a labeler, or ``align_eval.labeler``): its
+``AlignmentEvaluator`` (alignkit/engine/metrics) measures the vision side only
+(no LLM forward) and returns one dict per image with what ``AlignmentMetric``
+averages (label ranks and cosines, nearest-word hits, TACS). Otherwise they
+run ``mode='predict'``: greedy generation, :meth:`LLaVAModel.generate`.
 """
 from __future__ import annotations
 
@@ -41,22 +44,60 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor
 
-from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.engine.metrics.alignment_evaluator import AlignmentEvaluator, check_align_eval
 from alignkit.datasets.tokenizers import build_tokenizer
-from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
 from alignkit.export.artifact import load_adapter_into
 from alignkit.models.builders import build_llm
 from alignkit.models.splice import splice_visual_tokens
 from alignkit.models.zero3 import full_shape, gathered
 from alignkit.registry import ADAPTERS, LABELERS, MODELS
-from alignkit.structures import PatchLabels
 from alignkit.towers.share import share_tower
 from alignkit.utils.validate import as_dtype
-from alignkit.word_table import build_word_table, word_token_ids
 
 PARTS = ("vision_encoder", "adapter", "llm", "aligner")
 MODES = ("loss", "tensor", "predict", "align")
-AGREEMENT = ("words", "vocab")
+LOSS_KEYS = ("loss_lm", "loss_align")
+
+
+def _check_trainable(trainable, aligner) -> list[str]:
+    trainable = [trainable] if isinstance(trainable, str) else list(trainable)
+    bad = [t for t in trainable if t not in PARTS]
+    if bad:
+        raise ValueError(f"trainable has unknown part(s) {bad}; expected a subset of {list(PARTS)}")
+    if "aligner" in trainable and aligner is None:
+        raise ValueError("trainable lists 'aligner' but the model has no aligner (aligner=None)")
+    return trainable
+
+
+def _build_labelers(aligner_cfg: dict | None, eval_cfg, vision_cfg: dict):
+    """``(aligner's labeler, align_eval's labeler)``, built on the encoder's model (one tower for all three).
+
+    The same config for both is built once. ``vision_cfg['loaded']`` is set to
+    the labelers' loaded open_clip model, which the encoder then takes.
+    """
+    labeler = eval_labeler = None
+    if aligner_cfg is not None and isinstance(aligner_cfg.get("labeler"), dict):
+        labeler = LABELERS.build(share_tower(aligner_cfg["labeler"], vision_cfg))
+        vision_cfg["loaded"] = labeler.loaded
+    if isinstance(eval_cfg, dict):
+        if labeler is not None and eval_cfg == aligner_cfg.get("labeler"):
+            eval_labeler = labeler
+        else:
+            encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
+            eval_labeler = LABELERS.build(share_tower(eval_cfg, encoder_cfg, name="align_eval.labeler"))
+            vision_cfg.setdefault("loaded", eval_labeler.loaded)
+    else:
+        eval_labeler = eval_cfg  # None or an already built labeler
+    return labeler, eval_labeler
+
+
+def _check_dense_mode(name: str, labeler, encoder) -> None:
+    mode = getattr(labeler, "dense_mode", None)
+    if mode is not None and mode != encoder.dense_mode:
+        raise ValueError(
+            f"{name} scores dense_mode={mode!r} but the vision encoder produces "
+            f"{encoder.dense_mode!r}; set vision_encoder.dense_mode to match"
+        )
 
 
 @MODELS.register_module()
@@ -77,18 +118,17 @@ class LLaVAModel(BaseModel):
         gradient_checkpointing: recompute the LLM's activations in backward.
         adapter_weights: an ``adapter.safetensors`` from stage 1 to start the adapter from.
         init_empty: build the encoder and the LLM on the meta device from their
-            configs (shape checks; no weights, no download); no word table.
+            configs (shape checks; no weights, no download); no labeler, no word table.
         llm_seed: seed of the LLM's random weights when ``llm.pretrained`` is None.
         max_new_tokens: greedy generation length in ``mode='predict'``.
         data_preprocessor: mmengine data preprocessor config (default: move to device).
-        align_eval: settings of ``mode='align'`` (the alignment metrics), all optional:
+        align_eval: settings of ``mode='align'`` (the alignment metrics,
+            :class:`~alignkit.engine.metrics.AlignmentEvaluator`), all optional:
             ``labeler`` (a labeler config; default: the aligner's. Give it to
             measure a model without an aligner, e.g. the LLaVA-1.5 baseline, on
             the same labels; the same config as the aligner's is built once),
-            ``agreement`` (``'words'``: nearest row of the word table;
-            ``'vocab'``: nearest token of the LLM's whole input embeddings, a hit
-            when it is a token of a top-n word), ``tacs_top`` (10, the paper's)
-            and ``chunk_size`` (word-table rows scored at once, 4096).
+            ``agreement`` (``'words'`` or ``'vocab'``), ``tacs_top`` (10, the
+            paper's) and ``chunk_size`` (word-table rows scored at once, 4096).
     """
 
     def __init__(
@@ -109,218 +149,86 @@ class LLaVAModel(BaseModel):
         align_eval: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor)
-        trainable = [trainable] if isinstance(trainable, str) else list(trainable)
-        bad = [t for t in trainable if t not in PARTS]
-        if bad:
-            raise ValueError(f"trainable has unknown part(s) {bad}; expected a subset of {list(PARTS)}")
-        if "aligner" in trainable and aligner is None:
-            raise ValueError("trainable lists 'aligner' but the model has no aligner (aligner=None)")
-        self.trainable = trainable
+        self.trainable = _check_trainable(trainable, aligner)
         self.autocast_dtype = as_dtype("autocast_dtype", autocast_dtype)
         self.max_new_tokens = int(max_new_tokens)
         # A meta build needs the tokenizer only to size the vocabulary (vocab_size=None, the demo);
         # hub tokenizers would be a download.
         needs_tokenizer = not init_empty or (llm.get("config") or {}).get("vocab_size", 0) is None
         self.tokenizer = build_tokenizer(tokenizer) if needs_tokenizer else None
-
-        # The labeler (if any) loads the open_clip model; the encoder then takes its tower: one copy.
-        vision_cfg = dict(vision_encoder)
-        aligner_cfg = None if aligner is None else dict(aligner)
-        labeler = None
-        if aligner_cfg is not None and isinstance(aligner_cfg.get("labeler"), dict) and not init_empty:
-            labeler = LABELERS.build(share_tower(aligner_cfg["labeler"], vision_cfg))
-            vision_cfg["loaded"] = labeler.loaded
-        self.align_eval = self._check_align_eval(align_eval)
-        eval_labeler = None
-        eval_labeler_cfg = self.align_eval.pop("labeler")
-        if eval_labeler_cfg is not None and not init_empty:
-            if aligner_cfg is not None and eval_labeler_cfg == aligner_cfg.get("labeler") and labeler is not None:
-                eval_labeler = labeler
-            elif isinstance(eval_labeler_cfg, dict):
-                encoder_cfg = {k: v for k, v in vision_cfg.items() if k != "loaded"}
-                eval_labeler = LABELERS.build(share_tower(eval_labeler_cfg, encoder_cfg, name="align_eval.labeler"))
-                vision_cfg.setdefault("loaded", eval_labeler.loaded)
-            else:
-                eval_labeler = eval_labeler_cfg
-        if init_empty:
+        eval_settings = check_align_eval(align_eval)
+        eval_labeler_cfg = eval_settings.pop("labeler")
+        vision_cfg, aligner_cfg = dict(vision_encoder), None if aligner is None else dict(aligner)
+        if init_empty:  # a labeler needs real weights (its text bank); so does a word table
+            labeler = eval_labeler = None
             vision_cfg["init_empty"] = True
             if aligner_cfg is not None:
-                aligner_cfg.pop("labeler", None)  # a text bank needs real weights
-        self.vision_encoder = MODELS.build(vision_cfg)
-        if labeler is not None and labeler.dense_mode != self.vision_encoder.dense_mode:
-            raise ValueError(
-                f"the labeler scores dense_mode={labeler.dense_mode!r} but the vision encoder produces "
-                f"{self.vision_encoder.dense_mode!r}; set vision_encoder.dense_mode to match"
-            )
-        if eval_labeler is not None and getattr(eval_labeler, "dense_mode", None) not in (
-            None, self.vision_encoder.dense_mode
-        ):
-            raise ValueError(
-                f"align_eval.labeler scores dense_mode={eval_labeler.dense_mode!r} but the vision encoder produces "
-                f"{self.vision_encoder.dense_mode!r}; set vision_encoder.dense_mode to match"
-            )
-        if "vision_encoder" in trainable:
-            self.vision_encoder.frozen = False
-        self.vision_encoder.tower.requires_grad_(not self.vision_encoder.frozen)
+                aligner_cfg.pop("labeler", None)
+        else:
+            labeler, eval_labeler = _build_labelers(aligner_cfg, eval_labeler_cfg, vision_cfg)
 
+        self.vision_encoder = MODELS.build(vision_cfg)
+        _check_dense_mode("the labeler", labeler, self.vision_encoder)
+        _check_dense_mode("align_eval.labeler", eval_labeler, self.vision_encoder)
         self.llm = build_llm(llm, self.tokenizer, init_empty=init_empty, seed=llm_seed)
-        llm_dim = full_shape(self.llm.get_input_embeddings().weight)[1]  # the LLM may be built ZeRO-3-partitioned
+        embedding = self.llm.get_input_embeddings()
+        llm_dim = full_shape(embedding.weight)[1]  # the LLM may be built ZeRO-3-partitioned
         self.adapter = ADAPTERS.build(
             adapter, default_args=dict(vision_dim=self.vision_encoder.vision_dim, llm_dim=llm_dim)
         )
+        self.aligner = None if aligner_cfg is None else self._build_aligner(aligner_cfg, labeler, init_empty)
+        # The labels and word table of mode='align': the aligner's unless align_eval names a labeler.
+        if eval_labeler is None:
+            eval_labeler = getattr(self.aligner, "labeler", None)
+        self.align_evaluator = AlignmentEvaluator(eval_labeler, **eval_settings)
         if init_empty:
             self.adapter.to_empty(device="meta")
+        else:
+            with gathered(embedding.parameters()):  # whole for this one read under ZeRO-3
+                self.align_evaluator.build_tables(self.tokenizer, embedding, self.aligner)
+            if adapter_weights:
+                load_adapter_into(adapter_weights, self.adapter, None)
+        self._freeze()
+        if gradient_checkpointing:
+            self._checkpoint_llm()
 
-        self.aligner = None
-        if aligner_cfg is not None:
-            if labeler is not None:
-                aligner_cfg["labeler"] = labeler
-            self.aligner = MODELS.build(aligner_cfg)
-            if not init_empty:
-                if self.tokenizer is None:
-                    raise ValueError("the aligner's word table needs the LLM's tokenizer: set LLaVAModel(tokenizer=...)")
-                # Built once, here, from the whole embedding matrix: under ZeRO-3 the LLM is built
-                # partitioned (from_pretrained under HfDeepSpeedConfig) and gathered for this one read.
-                embed = self.llm.get_input_embeddings()
-                with gathered(embed.parameters()):
-                    self.aligner.build_word_table(self.tokenizer, embed)
+    def _build_aligner(self, aligner_cfg: dict, labeler, init_empty: bool):
+        if labeler is not None:
+            aligner_cfg["labeler"] = labeler
+        aligner = MODELS.build(aligner_cfg)
+        if not init_empty:
+            if self.tokenizer is None:
+                raise ValueError("the aligner's word table needs the LLM's tokenizer: set LLaVAModel(tokenizer=...)")
+            # Built once, here, from the whole embedding matrix: under ZeRO-3 the LLM is built
+            # partitioned (from_pretrained under HfDeepSpeedConfig) and gathered for this one read.
+            embed = self.llm.get_input_embeddings()
+            with gathered(embed.parameters()):
+                aligner.build_word_table(self.tokenizer, embed)
+        return aligner
 
-        # The labels and word table of mode='align': the aligner's unless align_eval names a labeler.
-        self.eval_labeler = eval_labeler if eval_labeler is not None else getattr(self.aligner, "labeler", None)
-        self.register_buffer("eval_word_table", None, persistent=False)
-        self.register_buffer("eval_word_valid", None, persistent=False)
-        self.register_buffer("eval_word_tokens", None, persistent=False)
-        self._eval_table_is_aligners = False
-        if not init_empty and (self.eval_labeler is not None or self.aligner is not None):
-            with gathered(self.llm.get_input_embeddings().parameters()):
-                self._build_eval_tables()
-
-        if adapter_weights and not init_empty:  # a meta build has no weights to load into
-            load_adapter_into(adapter_weights, self.adapter, None)
-
+    def _freeze(self) -> None:
+        """Everything not in ``trainable`` stops training (``requires_grad=False``)."""
+        if "vision_encoder" in self.trainable:
+            self.vision_encoder.frozen = False
+        self.vision_encoder.tower.requires_grad_(not self.vision_encoder.frozen)
         for name in PARTS:
             part = getattr(self, name)
             if part is not None and name != "vision_encoder":
-                part.requires_grad_(name in trainable)
-        if gradient_checkpointing:
-            # transformers 5 renamed the switch; non-reentrant so a frozen LLM still passes gradients to its inputs.
-            if hasattr(self.llm, "activation_checkpointing_enable"):
-                self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.llm.config.use_cache = False
+                part.requires_grad_(name in self.trainable)
 
-    # ------------------------------------------------------------------ alignment evaluation
-    @staticmethod
-    def _check_align_eval(align_eval) -> dict:
-        cfg = dict(labeler=None, agreement="words", tacs_top=10, chunk_size=4096)
-        if align_eval is None:
-            return cfg
-        if not isinstance(align_eval, dict):
-            raise ValueError(f"align_eval must be a dict or None, got {type(align_eval).__name__}")
-        unknown = set(align_eval) - set(cfg)
-        if unknown:
-            raise ValueError(f"align_eval has unknown key(s) {sorted(unknown)}; expected some of {sorted(cfg)}")
-        cfg.update(align_eval)
-        if cfg["agreement"] not in AGREEMENT:
-            raise ValueError(f"align_eval.agreement must be one of {AGREEMENT}, got {cfg['agreement']!r}")
-        for key in ("tacs_top", "chunk_size"):
-            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-                raise ValueError(f"align_eval.{key} must be a positive int, got {cfg[key]!r}")
-        return cfg
+    def _checkpoint_llm(self) -> None:
+        # transformers 5 renamed the switch; non-reentrant so a frozen LLM still passes gradients to its inputs.
+        if hasattr(self.llm, "activation_checkpointing_enable"):
+            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.llm.config.use_cache = False
 
-    def _build_eval_tables(self) -> None:
-        """The word table (and, for agreement='vocab', each word's token ids) that mode='align' scores against."""
-        words = getattr(self.eval_labeler, "words", None)
-        aligner_words = getattr(self.aligner, "words", None)
-        if self.aligner is not None and self.aligner.word_table is not None and (
-            words is None or list(words) == list(aligner_words or [])
-        ):
-            words = aligner_words
-            self._eval_table_is_aligners = True  # no second (V, E) buffer: .to() would copy it twice
-        elif words is not None:
-            table = build_word_table(self.tokenizer, self.llm.get_input_embeddings(), list(words), on_empty="mask")
-            self.eval_word_table, self.eval_word_valid = table.table.detach(), table.valid
-        if words is not None and self.align_eval["agreement"] == "vocab":
-            ids = word_token_ids(self.tokenizer, list(words))
-            width = max((len(i) for i in ids), default=0) or 1
-            tokens = torch.full((len(ids), width), -1, dtype=torch.long)
-            for i, row in enumerate(ids):  # once, at build time
-                tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            self.eval_word_tokens = tokens
-
-    def _eval_tables(self) -> tuple[Tensor | None, Tensor | None]:
-        """The (V, E) word table and Bool[V] valid rows that mode='align' scores against."""
-        if self._eval_table_is_aligners:
-            return self.aligner.word_table, self.aligner.word_valid
-        return self.eval_word_table, self.eval_word_valid
-
+    # ------------------------------------------------------------------ evaluation
     @property
     def can_align_eval(self) -> bool:
         """Whether mode='align' can label images itself (validation then runs it)."""
-        return self.eval_labeler is not None and self._eval_tables()[0] is not None
-
-    @torch.no_grad()
-    def _align_eval(self, inputs: dict, patch_labels: PatchLabels | None) -> list[dict]:
-        """mode='align': one dict per image row (see ``AlignmentMetric``); the vision side only."""
-        table, valid = self._eval_tables()
-        if table is None:
-            raise ValueError("mode='align' needs a word table: give the model an aligner or align_eval.labeler")
-        input_ids, has_image = inputs["input_ids"], inputs.get("has_image")
-        images = self._select_images(inputs.get("images"), input_ids, has_image)
-        if images is None or images.shape[0] == 0:
-            return []
-        with self._autocast(input_ids.device):
-            visual, dense = self.encode_images(images)  # (B, P, E), (B, P, C)
-        visual = visual.float()
-        if patch_labels is None:
-            if self.eval_labeler is None:
-                raise ValueError("mode='align' needs labels: cached patch_labels, an aligner labeler or align_eval.labeler")
-            patch_labels = self.eval_labeler.label(dense.detach())
-        patch_labels = patch_labels.to(visual.device)
-        b, p, _ = visual.shape
-        if patch_labels.batch_size != b or patch_labels.num_patches != p:
-            raise ValueError(f"labels cover (B, P)=({patch_labels.batch_size}, {patch_labels.num_patches}), "
-                             f"visual ({b}, {p})")
-        table = table.to(visual.device)
-        valid = None if valid is None else valid.to(visual.device)
-        chunk = self.align_eval["chunk_size"]
-        # Label retrieval and label cosine on every labelled patch with its top-1 label (deterministic:
-        # validation must not draw from the RNG that training's samplers use).
-        top1 = patch_labels.words[..., 0].long() if patch_labels.top_n else patch_labels.words.new_full((b, p), -1)
-        labelled = top1 >= 0
-        if valid is not None:
-            labelled &= valid[top1.clamp(min=0)]
-        bi, pi = labelled.nonzero(as_tuple=True)
-        x, w = visual[bi, pi], top1[bi, pi]  # (N, E), (N,)
-        ranks = label_ranks(x, table, w, valid=valid, chunk_size=chunk)
-        cos = (torch.nn.functional.normalize(x, dim=-1)
-               * torch.nn.functional.normalize(table[w].float(), dim=-1)).sum(-1)
-        if self.align_eval["agreement"] == "vocab":
-            vocab = self.llm.get_input_embeddings().weight.detach()
-            hit, has = nearest_word_hits(visual, vocab, patch_labels, self.eval_word_tokens, chunk_size=chunk)
-        else:
-            hit, has = nearest_word_hits(visual, table, patch_labels, valid=valid, chunk_size=chunk)
-        # TACS: the caption = supervised tokens of the image's row, special tokens (EOS, ...) left out.
-        rows = input_ids if has_image is None else input_ids[has_image.to(torch.bool)]
-        labels = inputs.get("labels")
-        if labels is None:
-            raise ValueError("mode='align' needs inputs['labels'] to find each caption's tokens")
-        labels = labels if has_image is None else labels[has_image.to(torch.bool)]
-        special = torch.tensor(sorted(set(getattr(self.tokenizer, "all_special_ids", None) or [])),
-                               dtype=torch.long, device=rows.device)
-        caption = (labels != IGNORE_INDEX) & (rows != IMAGE_TOKEN_INDEX) & ~torch.isin(rows, special)
-        embed = self.llm.get_input_embeddings()
-        caption_embeds = embed(rows.clamp(min=0)).float()  # (B, T, E)
-        scores = tacs(visual, caption_embeds, caption, top=self.align_eval["tacs_top"])
-        counts = torch.bincount(bi, minlength=b).tolist()
-        ranks, cos = ranks.cpu().split(counts), cos.cpu().split(counts)
-        hit_n, has_n = hit.sum(-1).tolist(), has.sum(-1).tolist()
-        return [
-            dict(label_ranks=ranks[i], label_cos=cos[i], agree_hits=hit_n[i], agree_tokens=has_n[i],
-                 tacs=float(scores[i]))
-            for i in range(b)
-        ]
+        return self.align_evaluator.can_run(self.aligner)
 
     def val_step(self, data):
         """Validation: ``mode='align'`` when the model can label images, else ``mode='predict'``."""
@@ -336,8 +244,9 @@ class LLaVAModel(BaseModel):
         """P: visual tokens per image."""
         return self.vision_encoder.num_patches
 
-    def _select_images(self, images, input_ids: Tensor, has_image: Tensor | None) -> Tensor | None:
-        """(N_img, 3, H, W): one image per placeholder row, in row order."""
+    @staticmethod
+    def select_images(images, has_image: Tensor | None) -> Tensor | None:
+        """(N_img, 3, H, W): the images of the rows that have one, in row order."""
         if images is None:
             return None
         if isinstance(images, (list, tuple)):
@@ -352,12 +261,13 @@ class LLaVAModel(BaseModel):
         features, dense = self.vision_encoder(images)  # (N, P, D), (N, P, C)
         return self.adapter(features), dense  # (N, P, D) -> (N, P, E)
 
-    def _autocast(self, device: torch.device):
+    def autocast(self, device: torch.device):
+        """The forward's autocast context on ``device`` (``autocast_dtype``; a no-op for None)."""
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None)
 
     def _prepare(self, input_ids, attention_mask, labels, images, has_image):
-        images = self._select_images(images, input_ids, has_image)
+        images = self.select_images(images, has_image)
         embed = self.llm.get_input_embeddings()
         if images is None or images.shape[0] == 0:
             p, e = self.num_visual_tokens, full_shape(embed.weight)[1]
@@ -378,9 +288,11 @@ class LLaVAModel(BaseModel):
             inputs: ``input_ids``, ``attention_mask``, ``labels``, ``images``, ``has_image``.
             data_samples: may hold ``patch_labels`` (B rows, from a label cache);
                 without them the aligner labels the encoder's dense output.
-            mode: ``'loss'`` -> dict of losses and logged values; ``'tensor'``
-                -> logits (B, L, vocab); ``'predict'`` -> greedy new token ids per row;
-                ``'align'`` -> one dict per image row for ``AlignmentMetric`` (module docstring).
+            mode: ``'loss'`` -> ``loss_lm``, ``loss_align`` and logged values
+                (:meth:`parse_losses` adds them up, Eq. 11); ``'tensor'`` ->
+                logits (B, L, vocab); ``'predict'`` -> greedy new token ids per
+                row (:meth:`generate`); ``'align'`` -> one dict per image row
+                for ``AlignmentMetric`` (``AlignmentEvaluator``).
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -392,13 +304,14 @@ class LLaVAModel(BaseModel):
         if patch_labels is not None and has_image is not None:
             patch_labels = patch_labels[has_image.to(device=patch_labels.words.device, dtype=torch.bool)]
         if mode == "align":
-            return self._align_eval(inputs, patch_labels)
-        with self._autocast(input_ids.device):
+            return self.align_evaluator(self, inputs, patch_labels)
+        if mode == "predict":  # greedy, each row's new token ids
+            return list(self.generate(input_ids, inputs.get("images"), inputs.get("attention_mask"), has_image,
+                                      max_new_tokens=self.max_new_tokens, do_sample=False))
+        with self.autocast(input_ids.device):
             spliced, visual, dense = self._prepare(
                 input_ids, inputs.get("attention_mask"), inputs.get("labels"), inputs.get("images"), has_image
             )
-            if mode == "predict":
-                return self._generate(spliced)
             out = self.llm(
                 inputs_embeds=spliced.inputs_embeds,
                 attention_mask=spliced.attention_mask,
@@ -414,31 +327,46 @@ class LLaVAModel(BaseModel):
                 result.update(self.aligner(visual, dense=dense, labels=patch_labels))
         return result
 
-    @torch.no_grad()
-    def generate(self, input_ids: Tensor, images: Tensor | None = None, attention_mask: Tensor | None = None,
-                 **generation_kwargs) -> Tensor:
-        """Long[B, N]: new token ids continuing ``input_ids`` (``IMAGE_TOKEN_INDEX`` placeholders, one
-        image (N_img, 3, H, W) per placeholder row), under the model's autocast; ``generation_kwargs`` go to
-        the LLM's ``generate`` (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``streamer``...;
-        ``eos_token_id``/``pad_token_id`` default to the tokenizer's)."""
-        for key in ("eos_token_id", "pad_token_id"):
-            generation_kwargs.setdefault(key, getattr(self.tokenizer, key, None))
-        with self._autocast(input_ids.device):
-            spliced, _, _ = self._prepare(input_ids, attention_mask, None, images, None)
-            return self.llm.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                                     **generation_kwargs)
+    def parse_losses(self, losses: dict) -> tuple[Tensor, dict]:
+        """SEA's Eq. 11, the objective: ``loss = loss_lm + λ·loss_align``, and every value to log.
+
+        ``losses`` is :meth:`forward`'s ``mode='loss'`` dict; its ``loss_align`` is
+        already ``λ·L_align`` (``SEAAligner.loss_weight``), so the sum below is
+        Eq. 11. mmengine's own rule (sum every key holding "loss") gives the
+        same number; writing the sum out puts the objective where a reader
+        looks and makes any other key holding "loss" an error instead of a
+        silent extra term. Logged: ``loss`` (the sum) and every entry of ``losses``.
+        """
+        extra = [k for k in losses if "loss" in k and k not in LOSS_KEYS]
+        if extra:
+            raise ValueError(f"forward returned {extra}; only {list(LOSS_KEYS)} may hold 'loss' (they are summed)")
+        log_vars = {k: v.mean() for k, v in losses.items()}
+        loss = log_vars["loss_lm"]
+        if "loss_align" in log_vars:
+            loss = loss + log_vars["loss_align"]  # Eq. 11: loss_lm + λ·L_align
+        return loss, {"loss": loss, **log_vars}
 
     @torch.no_grad()
-    def _generate(self, spliced) -> list[Tensor]:
-        """Greedy continuation of each row (its new token ids, without the prompt)."""
-        out = self.llm.generate(
-            inputs_embeds=spliced.inputs_embeds,
-            attention_mask=spliced.attention_mask,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            pad_token_id=getattr(self.tokenizer, "pad_token_id", None),
-        )
-        return list(out)
+    def generate(self, input_ids: Tensor, images: Tensor | None = None, attention_mask: Tensor | None = None,
+                 has_image: Tensor | None = None, **generation_kwargs) -> Tensor:
+        """Long[B, N]: new token ids continuing ``input_ids``, under the model's autocast.
+
+        Args:
+            input_ids: Long[B, T] prompts with ``IMAGE_TOKEN_INDEX`` placeholders.
+            images: (N_img, 3, H, W) preprocessed images, one per placeholder row
+                (or (B, 3, H, W) with ``has_image``).
+            attention_mask: [B, T] (None: every position).
+            has_image: Bool[B], which rows of a (B, ...) ``images`` are real.
+            generation_kwargs: go to the LLM's ``generate`` (``max_new_tokens``,
+                ``do_sample``, ``temperature``, ``top_p``, ``streamer``...);
+                ``eos_token_id``/``pad_token_id`` default to the tokenizer's.
+        """
+        for key in ("eos_token_id", "pad_token_id"):
+            generation_kwargs.setdefault(key, getattr(self.tokenizer, key, None))
+        with self.autocast(input_ids.device):
+            spliced, _, _ = self._prepare(input_ids, attention_mask, None, images, has_image)
+            return self.llm.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                     **generation_kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from alignkit.towers.transformers import vision_core
+from alignkit.datasets.hf_image_processor import HFImageProcessor
 
 CLIP_VOCAB = 49408  # CLIP's BPE vocabulary: 256 bytes x 2 + 48,894 merges + 2 special tokens
 
@@ -87,7 +88,6 @@ def tiny_siglip(seed: int = 0, **kwargs):
 
 def save_hf_tower(model, folder: str | os.PathLike, tokenizer=None, image_processor=None) -> str:
     """``save_pretrained`` the model, its tokenizer and its PIL image processor into ``folder`` (a hub-like folder)."""
-    from alignkit.datasets.hf_image_processor import HFImageProcessor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

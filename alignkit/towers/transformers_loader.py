@@ -46,6 +46,7 @@ from alignkit.towers.transformers import (
     vision_only,
 )
 from alignkit.utils.io import sha256_file_cached
+from alignkit.datasets.hf_image_processor import HFImageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,6 @@ def load_transformers_model(
         with_text: False loads the vision side only (a vision encoder needs no
             text tower, no tokenizer).
     """
-    from alignkit.datasets.hf_image_processor import HFImageProcessor
 
     if not isinstance(model_name, (str, os.PathLike)) or not os.fspath(model_name):
         raise ValueError(f"model_name must be a hub name or a local folder (str), got {model_name!r}")
@@ -240,7 +240,6 @@ def wrap_transformers_model(
     processor (wrapped), or None (built from the model's vision config with the
     family's default mean/std).
     """
-    from alignkit.datasets.hf_image_processor import HFImageProcessor
 
     kind = model_kind(model)
     model.eval().requires_grad_(False)

@@ -49,7 +49,7 @@ def test_validation_runs_every_interval_and_logs_every_metric(runs):
                 value = row[f"align/{key}"]
                 assert math.isfinite(value), (name, key)
             assert 0 <= row["align/label_top1"] <= row["align/label_top5"] <= 1
-            assert 1 <= row["align/label_mean_rank"] <= len(run["runner"].model.eval_labeler.words)
+            assert 1 <= row["align/label_mean_rank"] <= len(run["runner"].model.align_evaluator.labeler.words)
             assert -1 <= row["align/label_cosine"] <= 1 and -1 <= row["align/tacs"] <= 1
             assert not any("loss" in k for k in row if k.startswith("align/"))
 

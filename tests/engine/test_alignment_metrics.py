@@ -307,8 +307,8 @@ def sea_model(tmp_path_factory):
 def test_align_mode_returns_what_the_functions_give_on_the_models_own_tokens(sea_model):
     model = sea_model
     data, rows = _batch(model)
-    assert model.can_align_eval and model.eval_labeler is model.aligner.labeler
-    assert model.eval_word_table is None  # the aligner's table is scored, not a copy
+    assert model.can_align_eval and model.align_evaluator.labeler is model.aligner.labeler
+    assert model.align_evaluator.word_table is None  # the aligner's table is scored, not a copy
     out = model.val_step(data)
     assert len(out) == 2  # one per image row; the text-only row has none
     images = data["inputs"]["images"][data["inputs"]["has_image"]]
@@ -332,12 +332,12 @@ def test_align_mode_returns_what_the_functions_give_on_the_models_own_tokens(sea
 def test_a_model_without_aligner_is_measured_with_align_eval_labeler():
     model = MODELS.build(_model_cfg(aligner=False, align_eval=dict(labeler=dict(LABELER)))).eval()
     assert model.aligner is None and model.can_align_eval
-    assert model.eval_word_table.shape == (len(WORDS), 48)
-    assert not any(n.startswith("eval_") for n in model.state_dict())  # nothing new in checkpoints
+    assert model.align_evaluator.word_table.shape == (len(WORDS), 48)
+    assert not any(n.startswith("align_evaluator") for n in model.state_dict())  # nothing new in checkpoints
     out = model.val_step(_batch(model)[0])
     assert len(out) == 2 and all(1 <= int(r) <= len(WORDS) for s in out for r in s["label_ranks"])
     vocab_model = MODELS.build(_model_cfg(aligner=False, align_eval=dict(labeler=dict(LABELER), agreement="vocab")))
-    assert vocab_model.eval_word_tokens.shape[0] == len(WORDS)
+    assert vocab_model.align_evaluator.word_tokens.shape[0] == len(WORDS)
     assert len(vocab_model.eval().val_step(_batch(vocab_model)[0])) == 2
 
 
@@ -388,4 +388,4 @@ def test_the_evaluation_base_turns_validation_on_for_a_real_leaf(tmp_path):
     sea = Config.fromfile(str(CONFIGS / "vicuna7b.py"))
     assert cfg.model.align_eval.labeler == sea.model.aligner.labeler  # the baseline is scored on SEA's labels
     model = MODELS.build(dict(cfg.model, init_empty=True))
-    assert model.aligner is None and model.align_eval["tacs_top"] == 10
+    assert model.aligner is None and model.align_evaluator.tacs_top == 10

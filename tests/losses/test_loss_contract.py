@@ -159,6 +159,14 @@ def test_integer_or_non_tensor_input_raises(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+def test_a_batch_gives_a_non_negative_finite_loss(name, chunk_size):
+    loss = _build(name, chunk_size)
+    x, t = pair(7, 16, 3, dtype=torch.float32, requires_grad=True)
+    assert _backward_all_finite(loss, x, t).item() >= 0  # both are sums of −log(probability)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_logging_properties_are_plain_floats(name):
     loss = _build(name)
     assert isinstance(loss.temperature, float) and isinstance(loss.logit_scale_value, float)

@@ -168,8 +168,8 @@ def test_chat_builds_no_labeler_and_no_text_bank(demo, reference, tmp_path, monk
     monkeypatch.setattr(chat, "build_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     assert ask([demo["ckpt"]], demo["image"]) == reference
     model = built[0]
-    assert model.aligner is None and model.eval_labeler is None
-    assert not any(name.startswith(("aligner", "eval_labeler")) for name, _ in model.named_modules() if name)
+    assert model.aligner is None and model.align_evaluator.labeler is None
+    assert not any(name.startswith("aligner") for name, _ in model.named_modules() if name)
     assert not cache.exists() or not any(cache.rglob("*")), sorted(map(str, cache.rglob("*")))
 
 

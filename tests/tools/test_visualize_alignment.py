@@ -1,7 +1,7 @@
 """``tools/visualize_alignment.py`` (the paper's Figure 1) on the embedded demo.
 
-A 4-iteration demo training run (module fixture) gives a real checkpoint with
-its model description; the tool then draws two scikit-image photographs from it.
+The session's trained demo checkpoint (``demo_checkpoint`` in tests/conftest.py)
+carries its model description; the tool draws two scikit-image photographs from it.
 """
 from __future__ import annotations
 
@@ -15,32 +15,16 @@ import torch
 from helpers import DEMO
 from PIL import Image
 
-from alignkit.cli.train import main as train
 from alignkit.cli.visualize_alignment import HIT, MISS, main, window_centres, window_for
 from alignkit.engine.model_description import META_KEY
-from alignkit.testing.demo import DEMO_CAPTIONS, write_demo_data
 
 GRID = (8, 8)  # the demo ViT: 64 px images, 8 px patches
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A trained demo checkpoint (its work dir holds the dumped config) and two photographs."""
-    base = tmp_path_factory.mktemp("viz")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALIGNKIT_DEMO_DATA", str(base / "data"))
-    mp.setenv("ALIGNKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-    write_demo_data(base / "data")
-    # The caption words (~100) instead of the default 41,242: a text bank and word table in well under a second.
-    words = base / "words.txt"
-    words.write_text("\n".join(sorted({w for c in DEMO_CAPTIONS.values() for s in c for w in s.split()})) + "\n")
-    word_option = f"model.aligner.labeler.word_list={words}"
-    work = base / "work"
-    train([DEMO, "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=4",
-           "default_hooks.checkpoint.interval=4", "train_dataloader.batch_size=2", word_option])
-    images = [str(base / "data" / "images" / f"{n}.png") for n in ("astronaut", "chelsea")]
-    yield dict(base=base, ckpt=str(work / "iter_4.pth"), work=work, images=images, word_option=word_option)
-    mp.undo()
+def demo(demo_checkpoint):
+    """The session's trained demo checkpoint (tests/conftest.py) and two of its photographs."""
+    return demo_checkpoint
 
 
 def _cells_cover_every_window(cells, grid, k):
@@ -93,7 +77,7 @@ def test_config_alone_says_random_adapter(demo, tmp_path):
 
 
 def test_config_plus_checkpoint_of_another_config_names_the_key(demo, tmp_path):
-    with pytest.raises(ValueError, match=r"iter_4\.pth.*adapter\.layers\.4"):
+    with pytest.raises(ValueError, match=r"iter_2\.pth.*adapter\.layers\.4"):
         main([DEMO, demo["ckpt"], demo["images"][0], "--out", str(tmp_path / "o"),
               "--cfg-options", "model.adapter.depth=3", demo["word_option"]])
 

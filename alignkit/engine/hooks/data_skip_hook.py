@@ -35,6 +35,7 @@ from mmengine.logging import print_log
 
 from alignkit.datasets.constants import ERROR_PREFIX, SKIP_REASONS, is_skip_reason
 from alignkit.registry import HOOKS
+from alignkit.utils.validate import check_int
 
 _KEY = "data_skip_counts"
 TRUNCATED = "truncated"
@@ -47,9 +48,7 @@ _DEFAULT_INTERVAL = 10
 def _count(value, what: str) -> int:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
-    return value
+    return check_int(what, value, low=0)
 
 
 def format_counts(totals: dict[str, int]) -> str:
@@ -80,9 +79,7 @@ class SkippedSamplesHook(Hook):
     priority = "NORMAL"
 
     def __init__(self, interval: int | None = None) -> None:
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
-            raise ValueError(f"interval must be a positive int or None (the logger's), got {interval!r}")
-        self.interval = interval
+        self.interval = None if interval is None else check_int("interval (None: the logger's)", interval, low=1)
         self._checkpoint_interval: int | None = None
         self._totals: Counter = Counter()  # summed over ranks, up to the last synchronisation
         self._pending: Counter = Counter()  # this rank's counts since the last synchronisation

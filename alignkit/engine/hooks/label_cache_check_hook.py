@@ -50,12 +50,12 @@ def label_consumer(model: nn.Module, for_eval: bool) -> dict:
     """What of ``model`` a cache must match: ``labeler``, ``words`` (the word table's), ``grid``.
 
     Training labels feed the aligner (its labeler and word list); validation
-    labels feed the alignment metrics (``eval_labeler`` when the model has one).
+    labels feed the alignment metrics (the labeler of ``model.align_evaluator``).
     """
     aligner = getattr(model, "aligner", None)
     labeler = getattr(aligner, "labeler", None)
     words = getattr(aligner, "words", None)
-    eval_labeler = getattr(model, "eval_labeler", None) if for_eval else None
+    eval_labeler = getattr(getattr(model, "align_evaluator", None), "labeler", None) if for_eval else None
     if eval_labeler is not None:
         labeler, words = eval_labeler, getattr(eval_labeler, "words", None)
     grid = getattr(getattr(model, "vision_encoder", None), "grid", None)

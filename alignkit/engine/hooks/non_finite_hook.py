@@ -19,6 +19,7 @@ from mmengine.hooks import Hook, LoggerHook
 from mmengine.logging import print_log
 
 from alignkit.registry import HOOKS
+from alignkit.utils.validate import check_int
 
 KEY = "align_patches_nonfinite"
 _DEFAULT_INTERVAL = 10
@@ -36,9 +37,7 @@ class NonFinitePatchesHook(Hook):
     priority = "NORMAL"  # before LoggerHook (BELOW_NORMAL): the log line shows this iteration's total
 
     def __init__(self, interval: int | None = None) -> None:
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
-            raise ValueError(f"interval must be a positive int or None (the logger's), got {interval!r}")
-        self.interval = interval
+        self.interval = None if interval is None else check_int("interval (None: the logger's)", interval, low=1)
         self.total = 0  # all ranks, up to the last check
         self._pending = 0.0  # this rank, since the last check
         self._iters_with = 0

@@ -1,4 +1,6 @@
-"""Evaluation metrics: the alignment metrics (pure functions in ``functional``) and ``AlignmentMetric`` (METRICS)."""
+"""Evaluation: the alignment metrics (pure functions in ``functional``), ``AlignmentEvaluator`` (what
+``LLaVAModel(mode='align')`` measures per image) and ``AlignmentMetric`` (METRICS, averages it)."""
+from alignkit.engine.metrics.alignment_evaluator import AlignmentEvaluator
 from alignkit.engine.metrics.alignment_metric import AlignmentMetric
 from alignkit.engine.metrics.functional import (
     label_cosine,
@@ -11,6 +13,7 @@ from alignkit.engine.metrics.functional import (
 )
 
 __all__ = [
+    "AlignmentEvaluator",
     "AlignmentMetric",
     "label_cosine",
     "label_ranks",

@@ -45,6 +45,7 @@ import torch
 
 from alignkit.structures import EMPTY_WORD
 from alignkit.utils.io import sha256_file, write_bytes_atomic  # noqa: F401  (sha256_file: part of this API)
+from alignkit.utils.validate import check_int
 
 FORMAT_NAME = "alignkit-label-cache"
 FORMAT_VERSION = 1
@@ -76,8 +77,7 @@ class LabelCacheError(ValueError):
 # --- word ids ----------------------------------------------------------------
 def word_dtype_for(num_words: int) -> np.dtype:
     """The on-disk dtype of word ids for a word list of ``num_words`` words."""
-    if not isinstance(num_words, (int, np.integer)) or isinstance(num_words, bool) or num_words < 1:
-        raise ValueError(f"num_words must be a positive int, got {num_words!r}")
+    check_int("num_words", num_words, low=1)
     # uint16 keeps 65535 free for the empty slot only while every id is < 65535.
     return np.dtype("<u2") if num_words < 65536 else np.dtype("<i4")
 
