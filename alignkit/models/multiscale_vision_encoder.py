@@ -113,6 +113,7 @@ class MultiScaleVisionEncoder(nn.Module):
         self.dense_mode = encoder.dense_mode
         self.feature_layer = encoder.feature_layer
         self.image_size = (self.scales[-1], self.scales[-1])
+        self._transform = None
 
     # The wrapped encoder owns the tower and whether it trains: one place, read and written through.
     @property
@@ -141,10 +142,10 @@ class MultiScaleVisionEncoder(nn.Module):
 
         As LLaVA's S² tower does: the same resize / centre crop / normalisation, sized ``S_max``.
         """
-        inner = self.encoder.transform
-        if inner is None:
-            return None
-        return transform_at(inner, getattr(self.encoder, "preprocess_cfg", None), self.scales[-1])[0]
+        if self._transform is None and self.encoder.transform is not None:  # built once, on first use
+            pre = getattr(self.encoder, "preprocess_cfg", None)
+            self._transform = transform_at(self.encoder.transform, pre, self.scales[-1])[0]
+        return self._transform
 
     def forward(self, images: Tensor) -> VisionOutput:
         """(B, 3, S_max, S_max) preprocessed images -> ``VisionOutput`` (features (B, P, n·D), dense (B, P, C))."""
