@@ -21,14 +21,16 @@ scale order (base first), as s2wrapper concatenates them.
 dense joint-space embeddings: the image resized to S_base and seen whole by
 the tower, on the same H × W grid as the visual tokens. That is exactly the
 input CLIP was trained on (one whole image at its native resolution), so a
-label means what it means for CLIP-L/336: the words whose text embedding the
-patch's final-layer embedding is closest to. The larger scales' crops are
-not used for labels: a crop's final layer has seen only a ninth of the image
-(its tokens drift from the joint space CLIP's text tower was trained
-against), and averaging L2-normalised joint-space vectors across crops and
-scales is not an embedding CLIP ever produced. Every visual token (which
-carries all scales) is supervised by the label of the base-scale patch at the
-same grid position, which covers the same region of the photo.
+label means what it means for CLIP-L/336: the patch's final-layer embedding
+scored against the word list's text embeddings. The larger scales' crops are
+not used for labels: a crop's final layer has seen a quarter or a ninth of
+the image (out of the distribution CLIP's text tower was aligned with), and
+averaging L2-normalised joint-space vectors across crops and scales is not an
+embedding CLIP ever produced. Every visual token (which carries all scales)
+is supervised by the label of the base-scale patch at the same grid
+position, which covers the same region of the photo. A label cache for these
+labels comes from :class:`~alignkit.labelers.MultiScaleLabeler` (the same
+resize of the same 1008-px images).
 
 All crops of all scales go through the tower in one batch
 ((1 + 4 + 9) · B images for 336/672/1008): one forward, as the encoder
