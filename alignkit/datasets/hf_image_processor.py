@@ -13,6 +13,10 @@ therefore see the same pixels.
 (``expand2square``): the image is centred on a square canvas filled with
 ``tuple(int(m * 255) for m in image_mean)`` before the processor runs.
 
+``image_size`` sets another output size on the same processor, as LLaVA's
+S² tower (``CLIPVisionTowerS2``) does for its largest scale: CLIP resizes the
+shortest edge to it and centre-crops a square of it, SigLIP resizes to the square.
+
 The open_clip twin is :class:`~alignkit.datasets.image_processor.OpenCLIPImageProcessor`;
 both have the interface ``LLaVADataset`` and ``tools/extract_labels.py`` use:
 ``__call__(PIL image) -> Float[3, H, W]``, ``image_size``, ``blank()``,
@@ -26,6 +30,7 @@ from PIL import Image
 from alignkit.datasets.image_processor import expand_to_square
 from alignkit.registry import TRANSFORMS
 from alignkit.towers.transformers import model_kind, tower_image_size
+from alignkit.utils.validate import check_int
 
 # image_processor_type in a preprocessor_config.json -> the family
 _FAMILIES = {
@@ -52,6 +57,14 @@ def _hw(size: dict, what: str) -> tuple[int, int]:
     raise ValueError(f"the image processor's {what} {size!r} does not fix an output size (expected height/width)")
 
 
+def _resized(processor, family: str, side: int):
+    """A new processor of the same class and settings whose output is ``side`` x ``side`` (never mutates the given one)."""
+    sizes = dict(size={"height": side, "width": side})
+    if family == "clip":  # CLIPImageProcessor: shortest edge, then centre crop
+        sizes = dict(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return type(processor).from_dict(processor.to_dict(), **sizes)
+
+
 def output_size(processor) -> tuple[int, int]:
     """(H, W) of the pixel values ``processor`` produces."""
     if getattr(processor, "do_center_crop", False):
@@ -74,9 +87,12 @@ class HFImageProcessor:
             (a CLIP or SigLIP processor).
         processor: a transformers image processor object instead of ``model_name``.
         pad_to_square: pad to a square with the mean colour first (LLaVA-1.5 stage 2).
+        image_size: output side in pixels instead of the processor's own (module
+            docstring; S²'s 1008); None keeps the processor's.
     """
 
-    def __init__(self, model_name: str | None = None, processor=None, pad_to_square: bool = False) -> None:
+    def __init__(self, model_name: str | None = None, processor=None, pad_to_square: bool = False,
+                 image_size: int | None = None) -> None:
         if (model_name is None) == (processor is None):
             raise ValueError("HFImageProcessor needs exactly one of model_name (hub name / folder) or processor")
         if model_name is not None:
@@ -87,6 +103,8 @@ class HFImageProcessor:
                 f"image processor {type(processor).__name__} is not a CLIP/SigLIP image processor; "
                 f"expected one of {sorted(_FAMILIES)}"
             )
+        if image_size is not None:
+            processor = _resized(processor, family, check_int("image_size", image_size, low=1))
         if not isinstance(pad_to_square, bool):
             raise ValueError(f"pad_to_square must be True or False, got {pad_to_square!r}")
         self.processor = processor

@@ -63,6 +63,14 @@ no-op where it is not needed, and says below why it exists:
    never ran at a checkpoint under DeepSpeed. We call it first, on every rank
    (DeepSpeed saves collectively), with the same ``extra_ckpt`` dict that is
    saved, as mmengine's other strategies do.
+8. **Validation under DeepSpeed runs the model's own mode**
+   (``deepspeed_eval_mode``). mmengine 0.10's ``MMDeepSpeedEngineWrapper``
+   hard-codes ``mode='predict'`` in ``val_step``/``test_step`` instead of
+   calling the model's ``val_step``, so ``LLaVAModel``'s alignment metrics
+   (``mode='align'``) never ran under a DeepSpeed strategy. The wrapper now
+   asks the model for its ``eval_mode`` (``'predict'`` for a model without
+   one) and still runs it through the DeepSpeed engine, whose hooks gather
+   ZeRO-3 partitions for every submodule's forward.
 """
 from __future__ import annotations
 
@@ -93,6 +101,7 @@ __all__ = [
     "check_deepspeed",
     "cpu_model_wrapper",
     "deepspeed_checkpoint_hooks",
+    "deepspeed_eval_mode",
     "init_cpu_distributed",
     "install_checkpoint_loader",
     "load_checkpoint_file",
@@ -495,6 +504,29 @@ def deepspeed_checkpoint_hooks(cfg: Config) -> bool:
     return True
 
 
+# --- 8. validation under DeepSpeed runs the model's own mode ------------------
+
+
+def deepspeed_eval_mode(cfg: Config) -> bool:
+    """Make ``MMDeepSpeedEngineWrapper.val_step``/``test_step`` use the model's ``eval_mode``; idempotent."""
+    if _strategy_type(cfg) != "DeepSpeedStrategy":
+        return False
+    from mmengine._strategy.deepspeed import MMDeepSpeedEngineWrapper
+
+    if getattr(MMDeepSpeedEngineWrapper.val_step, "__alignkit_eval_mode__", False):
+        return True
+
+    def eval_step(self, data):
+        data = self.model.module.data_preprocessor(data, False)
+        data = self._cast_inputs_half(data)
+        return self._run_forward(data, mode=getattr(self.model.module, "eval_mode", "predict"))
+
+    eval_step.__alignkit_eval_mode__ = True
+    MMDeepSpeedEngineWrapper.val_step = eval_step
+    MMDeepSpeedEngineWrapper.test_step = eval_step
+    return True
+
+
 # --- all of them --------------------------------------------------------------
 
 
@@ -504,6 +536,7 @@ def apply_compat(cfg: Config) -> Config:
     check_deepspeed(cfg)
     zero3_model_init(cfg)
     deepspeed_checkpoint_hooks(cfg)
+    deepspeed_eval_mode(cfg)
     init_cpu_distributed(cfg)
     cpu_model_wrapper(cfg)
     amp_on_cpu(cfg)

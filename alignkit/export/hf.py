@@ -735,6 +735,12 @@ def build_llava(model, image_processor, template, dtype: torch.dtype | None = No
 
     visual = model.vision_encoder.tower
     vision_cfg, vision_state, prefix_tokens = vision_tower_export(visual)
+    if model.adapter.vision_dim != vision_cfg.hidden_size:  # S² concatenates scales: D = n · width
+        raise ValueError(
+            f"the adapter reads D={model.adapter.vision_dim} features but the vision tower is {vision_cfg.hidden_size} "
+            f"wide: {type(model.vision_encoder).__name__} is not one plain tower forward (S² concatenates its "
+            "scales), which Hugging Face LlavaForConditionalGeneration cannot express"
+        )
     strategy = "default" if prefix_tokens else "full"  # "default" drops CLIP's CLS token; SigLIP has none
     proj_state = projector_state_dict(model.adapter)
     if model.tokenizer is None:

@@ -4,6 +4,8 @@
   open_clip models, a word list, a cached text bank, chunked top-n.
 - ``HFCLIPTopNLabeler`` / ``HFSigLIPTopNLabeler`` (registered in ``LABELERS``):
   the same on Hugging Face transformers ``CLIPModel`` / ``SiglipModel``.
+- ``MultiScaleLabeler`` (registered in ``LABELERS``): the labels of an S²
+  model's images (taken at the largest scale, labelled at the base scale).
 - ``load_or_build_bank``: the on-disk text-bank cache, for a labeler of your own.
 - ``load_word_list`` / ``WordList`` / ``default_word_list``: word lists.
 - ``LabelCache``: reads the offline label cache of ``tools/extract_labels.py``.
@@ -16,6 +18,7 @@ from alignkit.labelers.functional import chunked_topn, cosine_topn, drop_below, 
 from alignkit.labelers.hf_base import HFTopNLabeler, build_hf_text_bank
 from alignkit.labelers.hf_clip import HFCLIPTopNLabeler
 from alignkit.labelers.hf_siglip import HFSigLIPTopNLabeler
+from alignkit.labelers.multiscale import MultiScaleLabeler
 from alignkit.labelers.siglip import SigLIPTopNLabeler
 from alignkit.labelers.text_bank import build_text_bank, default_cache_dir, encode_text_tokens, load_or_build_bank
 from alignkit.labelers.word_list import WordList, default_word_list, load_word_list
@@ -27,6 +30,7 @@ __all__ = [
     "HFSigLIPTopNLabeler",
     "HFTopNLabeler",
     "LabelCache",
+    "MultiScaleLabeler",
     "OpenCLIPTopNLabeler",
     "SigLIPTopNLabeler",
     "TopNLabeler",

@@ -230,10 +230,17 @@ class LLaVAModel(BaseModel):
         """Whether mode='align' can label images itself (validation then runs it)."""
         return self.align_evaluator.can_run(self.aligner)
 
+    @property
+    def eval_mode(self) -> str:
+        """The forward mode of validation and testing: ``'align'`` when the model can label images, else
+        ``'predict'``. Read by :meth:`val_step` and, under DeepSpeed, by mmengine's engine wrapper
+        (``alignkit.engine.compat``, fix 8)."""
+        return "align" if self.can_align_eval else "predict"
+
     def val_step(self, data):
-        """Validation: ``mode='align'`` when the model can label images, else ``mode='predict'``."""
+        """Validation: :attr:`eval_mode` (the alignment metrics, else greedy generation)."""
         data = self.data_preprocessor(data, False)
-        return self._run_forward(data, mode="align" if self.can_align_eval else "predict")
+        return self._run_forward(data, mode=self.eval_mode)
 
     def test_step(self, data):
         return self.val_step(data)

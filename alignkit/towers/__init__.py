@@ -13,4 +13,7 @@ the labels come from the same forward pass. Two backends, same contract:
   ``alignkit.towers.transformers_loader``: load them (``load_transformers_model``,
   ``wrap_transformers_model``).
 - ``alignkit.towers.grid.patch_grid``: the (H, W) patch grid of a tower of either backend.
+- ``alignkit.towers.multiscale``: S² on any tower (scales, crops, pooling, the
+  preprocessing at the largest scale), shared by ``MultiScaleVisionEncoder`` and
+  ``MultiScaleLabeler``.
 """

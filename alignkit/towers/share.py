@@ -18,9 +18,17 @@ def share_tower(labeler_cfg: Mapping, encoder_cfg: Mapping, name: str = "aligner
 
     ``dense_mode`` is filled in too when the encoder names one. A tower key the
     labeler sets to another value than the encoder is a ``ValueError`` naming
-    both (``name`` is how the labeler config is called in the message).
+    both (``name`` is how the labeler config is called in the message). A
+    wrapper around an encoder (``MultiScaleVisionEncoder``) names its tower in
+    ``encoder``, a wrapper around a labeler (``MultiScaleLabeler``) in
+    ``labeler``: those are the configs shared.
     """
     labeler_cfg = dict(labeler_cfg)
+    if isinstance(labeler_cfg.get("labeler"), Mapping):
+        labeler_cfg["labeler"] = share_tower(labeler_cfg["labeler"], encoder_cfg, name=f"{name}.labeler")
+        return labeler_cfg
+    if isinstance(encoder_cfg.get("encoder"), Mapping):
+        encoder_cfg = encoder_cfg["encoder"]
     for key in TOWER_KEYS:
         if key in encoder_cfg:
             mine = labeler_cfg.setdefault(key, encoder_cfg[key])

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignkit.towers.open_clip import DenseMode
+from alignkit.utils.validate import as_pair
 
 
 BACKEND = "transformers"
@@ -54,12 +55,6 @@ KINDS = {
     "siglip": "siglip", "siglip_vision_model": "siglip", "siglip_text_model": "siglip",
 }
 VLM_TYPES = ("clip", "siglip")
-
-
-def _pair(x) -> tuple[int, int]:
-    if isinstance(x, (tuple, list)):
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
 
 
 def is_transformers_tower(model) -> bool:
@@ -100,13 +95,13 @@ def vision_config(model):
 # --------------------------------------------------------------------------- tower geometry
 def tower_image_size(model) -> tuple[int, int]:
     """(H, W) input size in pixels, from the vision config."""
-    return _pair(vision_config(model).image_size)
+    return as_pair("image_size", vision_config(model).image_size)
 
 
 def tower_grid(model) -> tuple[int, int]:
     """(H, W) patch grid: image size // patch size, from the vision config."""
     cfg = vision_config(model)
-    (h, w), (ph, pw) = _pair(cfg.image_size), _pair(cfg.patch_size)
+    (h, w), (ph, pw) = as_pair("image_size", cfg.image_size), as_pair("patch_size", cfg.patch_size)
     return h // ph, w // pw
 
 

@@ -21,12 +21,15 @@ E = {"vicuna7b": 4096, "vicuna13b": 5120, "gemma2b": 2048, "phi3_mini": 3072, "l
      "demo_smollm2": 576}
 P_DEMO = {"demo": 64, "demo_smollm2": 16}  # the demo CLIP at 64 px and at 32 px, 8 px patches
 P_CLIP_L336, P_SIGLIP384 = 24 * 24, 27 * 27
+S2_SCALES = (336, 672, 1008)  # LLaVA's S² preset: CLIP-L/336 crops, images at 1008 px, D = 3 x 1024
 
 
 LLMS = ("vicuna7b", "gemma2b", "phi3_mini", "llama3_8b", "vicuna13b")
 PAPER_ROWS = (
-    # Table 2: SEA and the LLaVA-1.5 baseline, each LLM, CLIP-L/336; Vicuna-7B with SigLIP-SO/384
-    *(f"{p}{llm}{s}" for p in ("", "llava15_") for llm in (*LLMS, "vicuna7b_siglip384") for s in ("", "_finetune")),
+    # Table 2: SEA and the LLaVA-1.5 baseline, each LLM, CLIP-L/336; Vicuna-7B with SigLIP-SO/384 and with
+    # the S²-Wrapper (CLIP-L at 336/672/1008)
+    *(f"{p}{llm}{s}" for p in ("", "llava15_") for llm in (*LLMS, "vicuna7b_siglip384", "vicuna7b_s2")
+      for s in ("", "_finetune")),
     # Table 1: SEA-PRIME (SigLIP-SO/384, Cambrian data, vision encoder tuned in stage 2)
     *(f"prime_{llm}{s}" for llm in LLMS for s in ("", "_finetune")),
     # Table 3: stage 2 with the vision encoder unfrozen, SEA and baseline
@@ -49,16 +52,17 @@ def expected(name: str) -> dict:
     baseline, prime = stem.startswith("llava15_"), stem.startswith("prime_")
     base = stem.removesuffix("_ve").removesuffix("_finetune").removeprefix("llava15_").removeprefix("prime_")
     base = base.removesuffix("_openclip")  # same dims
-    llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384")
+    llm = "demo" if base == "demo_tiny" else base.removesuffix("_siglip384").removesuffix("_s2")
     siglip = prime or base.endswith("_siglip384")
+    s2 = base.endswith("_s2")
     if stage2:
         trainable = {"adapter", "llm"} | ({"vision_encoder"} if tune_ve else set())
     else:
         trainable = {"adapter"} if baseline else {"adapter", "aligner"}
     return dict(
         E=E[llm], P=P_SIGLIP384 if siglip else P_DEMO.get(llm, P_CLIP_L336),
-        D=1152 if siglip else (64 if llm in P_DEMO else 1024),
-        sea=not stage2 and not baseline, trainable=trainable, tune_ve=tune_ve, prime=prime, stage2=stage2,
+        D=1152 if siglip else (64 if llm in P_DEMO else (len(S2_SCALES) if s2 else 1) * 1024),
+        sea=not stage2 and not baseline, trainable=trainable, tune_ve=tune_ve, prime=prime, stage2=stage2, s2=s2,
     )
 
 
@@ -81,9 +85,15 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
     # Each config preprocesses with its own tower's pipeline; the vicuna7b family is on LLaVA-1.5's own
     # (transformers' CLIP and CLIPImageProcessor), the *_openclip and SigLIP configs on open_clip.
     processor = cfg.train_dataloader.dataset.image_processor
-    hf = type(model.vision_encoder).__name__ == "HFVisionEncoder"
+    encoder, encoder_cfg = model.vision_encoder, cfg.model.vision_encoder
+    if want["s2"]:  # S² wraps the tower's own encoder; images arrive at the largest scale
+        assert type(encoder).__name__ == "MultiScaleVisionEncoder" and encoder.scales == S2_SCALES
+        assert processor.image_size == S2_SCALES[-1] and encoder.image_size == (S2_SCALES[-1],) * 2
+        encoder, encoder_cfg = encoder.encoder, encoder_cfg.encoder
+        assert encoder.vision_dim * len(S2_SCALES) == want["D"] and encoder.num_patches == want["P"]
+    hf = type(encoder).__name__ == "HFVisionEncoder"
     assert processor.type == ("HFImageProcessor" if hf else "OpenCLIPImageProcessor")
-    assert processor.model_name == cfg.model.vision_encoder.model_name
+    assert processor.model_name == encoder_cfg.model_name
     family = stem_of(name).removeprefix("llava15_").removesuffix("_finetune").removesuffix("_ve")
     if family == "vicuna7b" and not name.startswith("prime_"):
         assert hf, "vicuna7b's default backend is transformers (projects/sea/README.md)"
@@ -96,8 +106,13 @@ def test_config_builds_with_the_paper_dims(name, tmp_path, monkeypatch):
         assert cfg.model.llm.pretrained and cfg.model.llm.config["hidden_size"] == want["E"]
     if want["sea"]:
         aligner = cfg.model.aligner
-        assert aligner.labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
-        assert aligner.labeler.type.startswith("HF") == hf
+        labeler = aligner.labeler
+        if want["s2"]:  # S²'s labels: the base scale of its 1008-px images; extract_labels reads the same labeler
+            assert labeler.type == "MultiScaleLabeler" and tuple(labeler.scales) == S2_SCALES
+            assert cfg.labeler == labeler and cfg.label_data.ann_file.endswith("blip_laion_cc_sbu_558k.json")
+            labeler = labeler.labeler
+        assert labeler.top_n == 10 and aligner.loss.type == "InfoNCELoss"
+        assert labeler.type.startswith("HF") == hf
         assert aligner.loss.init_logit_scale == 0.0 and aligner.loss_weight == 1.0
         assert [s["type"] for s in aligner.samplers] == ["SimilarityWeightedSampler", "WindowSampler", "DedupSampler"]
         assert aligner.samplers[1]["window"] == 2

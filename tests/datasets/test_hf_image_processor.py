@@ -65,3 +65,22 @@ def test_bad_processors_are_named(tmp_path):
         HFImageProcessor(processor=clip(size={"shortest_edge": 32}, do_center_crop=False))
     with pytest.raises(ValueError, match="no preprocessor_config.json could be read"):
         HFImageProcessor(model_name=str(tmp_path))
+
+
+@pytest.mark.parametrize("family, own, by_hand", [
+    ("clip", dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+     dict(size={"shortest_edge": 96}, crop_size={"height": 96, "width": 96})),
+    ("siglip", dict(size={"height": 32, "width": 32}), dict(size={"height": 96, "width": 96})),
+])
+def test_image_size_is_the_same_processor_at_another_size(family, own, by_hand):
+    # LLaVA's S² tower sets its processor's size (and CLIP's crop) to the largest scale: 96 here.
+    base = pil_processor_class(family)(**own)
+    proc = HFImageProcessor(processor=base, image_size=96, pad_to_square=True)
+    want = pil_processor_class(family)(**by_hand)
+    image = photo(70, 50, seed=2)
+    assert proc.image_size == (96, 96) and proc.blank().shape == (3, 96, 96)
+    assert torch.equal(proc(image), HFImageProcessor(processor=want, pad_to_square=True)(image))
+    assert proc.fingerprint() == HFImageProcessor(processor=want, pad_to_square=True).fingerprint()
+    assert HFImageProcessor(processor=base).image_size == (32, 32)  # the given processor is left as it was
+    with pytest.raises(ValueError, match="image_size"):
+        HFImageProcessor(processor=base, image_size=0)

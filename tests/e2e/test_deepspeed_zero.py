@@ -9,6 +9,7 @@ loads Vicuna) so that ZeRO-3 builds it partitioned. Four launches in all:
   same batch from the same weights and RNG state; under ZeRO-3 the LLM is
   partitioned as it is built (each rank holds half of it) and the adapter
   after ``deepspeed.initialize``; ``adapter.safetensors`` is gathered whole;
+  the validation's alignment metrics equal one process scoring the split;
 - stage 2 under ZeRO-3 from that adapter, with the vision encoder training too
   at a tenth of the lr (SEA-PRIME's and Table 3's recipe), 4 iterations, and the
   same run resumed from its iteration-2 checkpoint: bitwise the same weights.
@@ -18,6 +19,7 @@ minute); ``TORCH_EXTENSIONS_DIR`` under ``~/.cache`` keeps it for later runs.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,7 +32,8 @@ from mmengine.config import Config
 
 from alignkit.export import load_adapter
 from alignkit.models.builders import build_llm
-from alignkit.registry import MODELS
+from alignkit.datasets import llava_collate
+from alignkit.registry import DATASETS, METRICS, MODELS
 from alignkit.testing.demo import demo_tokenizer, write_demo_data
 
 pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed: pip install 'alignkit[deepspeed]'")
@@ -60,7 +63,7 @@ def assets(tmp_path_factory):
 
 
 def _config(path: Path, assets: dict, stage: int, max_iters: int, ckpt_interval: int, model: str = "",
-            extra: str = "") -> Path:
+            extra: str = "", validate: bool = False) -> Path:
     path.write_text(
         f"_base_ = [{DEMO!r}]\n"
         "custom_imports = dict(imports=['alignkit.models', 'alignkit.engine', 'alignkit.testing.demo', 'zero_probe'],"
@@ -74,8 +77,11 @@ def _config(path: Path, assets: dict, stage: int, max_iters: int, ckpt_interval:
         f"model = dict(type='alignkit_zero.ZeroProbeLLaVAModel', llm=dict(pretrained={assets['llm']!r}),"
         f" autocast_dtype=None{model})\n"
         f"train_dataloader = dict(batch_size=2, dataset=dict(data_root={assets['data']!r}))\n"
-        "val_dataloader = None\nval_cfg = None\nval_evaluator = None\n"
-        f"train_cfg = dict(max_iters={max_iters})\n"
+        + (f"val_dataloader = dict(batch_size=2, dataset=dict(data_root={assets['data']!r}))\n"
+           f"train_cfg = dict(max_iters={max_iters}, val_interval={max_iters}, val_begin={max_iters})\n"
+           if validate else
+           f"val_dataloader = None\nval_cfg = None\nval_evaluator = None\ntrain_cfg = dict(max_iters={max_iters})\n")
+        +
         f"default_hooks = dict(checkpoint=dict(interval={ckpt_interval}), logger=dict(interval=1))\n"
         "custom_hooks = [dict(type='AdapterArtifactHook'), dict(type='RNGStateHook'),"
         " dict(type='alignkit_zero.ZeroProbeHook')]\n"
@@ -109,7 +115,7 @@ def _consolidated(work_dir: Path, tag: str) -> dict:
 @pytest.fixture(scope="session")
 def stage1_zero3(assets):
     work = assets["root"] / "stage1_zero3"
-    _train(assets, _config(assets["root"] / "stage1_zero3.py", assets, 3, 2, 2), work)
+    _train(assets, _config(assets["root"] / "stage1_zero3.py", assets, 3, 2, 2, validate=True), work)
     return work
 
 
@@ -132,6 +138,32 @@ def _check_stage1_against_one_process(work: Path, assets: dict, monkeypatch) -> 
         for key in ("loss_align", "loss_lm", "align_pairs_after_dedup"):
             assert float(out[key].detach()) == pytest.approx(probe["outputs"][key], rel=1e-5, abs=1e-6), key
     assert probes[0]["outputs"]["loss_align"] != probes[1]["outputs"]["loss_align"], "both ranks read one batch"
+
+
+def _val_metrics(work: Path) -> dict:
+    rows = [json.loads(line) for f in sorted(work.glob("*/vis_data/scalars.json")) for line in f.read_text().splitlines()]
+    val = [r for r in rows if "align/label_mean_rank" in r]
+    assert len(val) == 1, rows
+    return {k: v for k, v in val[0].items() if k.startswith("align/")}
+
+
+def _one_process_val_metrics(state: dict, text_bank, assets: dict, monkeypatch) -> dict:
+    """The demo's validation split scored by one process with the given weights and the run's text bank
+    (AlignmentMetric by hand)."""
+    monkeypatch.setenv("ALIGNKIT_CACHE_DIR", assets["cache"])
+    cfg = Config.fromfile(DEMO)
+    model = MODELS.build(dict(cfg.model, llm=dict(cfg.model.llm, pretrained=assets["llm"]), autocast_dtype=None))
+    model.load_state_dict(state)  # strict: every key of the model
+    model.aligner.labeler.bank = text_bank  # the random text tower's bank (not in the state dict)
+    model.aligner.labeler._banks.clear()
+    assert model.align_evaluator.labeler is model.aligner.labeler
+    model.eval()
+    dataset = DATASETS.build(dict(cfg.val_dataloader.dataset, data_root=assets["data"]))
+    metric = METRICS.build(dict(cfg.val_evaluator))
+    for start in range(0, len(dataset), 2):
+        batch = llava_collate([dataset[i] for i in range(start, min(start + 2, len(dataset)))])
+        metric.process(batch, model.val_step(batch))
+    return {f"align/{k}": v for k, v in metric.compute_metrics(metric.results).items()}
 
 
 def _check_llava_projector(work, adapter_state: dict) -> None:
@@ -159,6 +191,13 @@ def test_stage1_sea_under_zero3(stage1_zero3, assets, monkeypatch):
         assert torch.equal(value, final[f"adapter.{key}"]), key
     assert torch.equal(art.loss_state["logit_scale"], final["aligner.loss.logit_scale"])
     _check_llava_projector(stage1_zero3, art.adapter_state)
+    # Validation ran the alignment metrics (mode='align', compat fix 8) on both ranks' halves of the split,
+    # equal to one process scoring the whole split with the final weights.
+    state = {**probes[0]["state"], **{k: v for k, v in final.items() if k in probes[0]["state"]}}
+    got, want = _val_metrics(stage1_zero3), _one_process_val_metrics(state, probes[0]["text_bank"], assets, monkeypatch)
+    assert got.keys() == want.keys() and len(got) >= 6
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
 
 def test_stage1_sea_under_zero2(assets, tmp_path, monkeypatch):

@@ -35,6 +35,10 @@ def built(tiny, tmp_path_factory):
         folder = save_hf_tower(model, root / kind)
         built[kind] = LABELERS.build(dict(type=kind, model_name=folder, word_list=str(words), top_n=5,
                                           min_score=float("-inf"), cache_dir=str(root / "banks"), device="cpu"))
+    # S²'s labeler around the open_clip CLIP one; with the base scale alone its images are the tower's (32 px).
+    built["MultiScaleLabeler"] = LABELERS.build(dict(
+        type="MultiScaleLabeler", scales=(32,),
+        labeler=cfg("CLIPTopNLabeler", tiny, str(words), root / "banks", top_n=5, min_score=float("-inf"))))
     return built
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
+from alignkit.models.zero3 import gathered
 from alignkit.structures import PatchLabels
 from alignkit.utils.validate import check_choice, check_int
 from alignkit.word_table import build_word_table, word_token_ids
@@ -136,7 +137,9 @@ class AlignmentEvaluator(nn.Module):
         cos = (F.normalize(x, dim=-1) * F.normalize(table[w].float(), dim=-1)).sum(-1)
         embed = model.llm.get_input_embeddings()
         if self.agreement == "vocab":
-            hit, has = nearest_word_hits(visual, embed.weight.detach(), patch_labels, self.word_tokens, chunk_size=chunk)
+            with gathered(embed.parameters()):  # read outside the embedding's forward: whole under ZeRO-3
+                vocab = embed.weight.detach()
+                hit, has = nearest_word_hits(visual, vocab, patch_labels, self.word_tokens, chunk_size=chunk)
         else:
             hit, has = nearest_word_hits(visual, table, patch_labels, valid=valid, chunk_size=chunk)
         # TACS: the caption = supervised tokens of the image's row, special tokens (EOS, ...) left out.
