@@ -178,6 +178,14 @@ def draw(path: Path, picture: Image.Image, grid: tuple[int, int], k: int, cells:
 
 
 # --- the model side ----------------------------------------------------------
+def encoder_tower_cfg(enc) -> dict:
+    """What names the built encoder's tower (``model_name``, ``pretrained``, ``dense_mode``), as a config
+    ``share_tower`` reads; a multi-scale wrapper's is its encoder's. The transformers encoder has no
+    ``pretrained`` (``model_name`` is its folder)."""
+    enc = getattr(enc, "encoder", enc)
+    return {k: getattr(enc, k) for k in ("model_name", "pretrained", "dense_mode") if hasattr(enc, k)}
+
+
 def labeler_and_table(model, labeler_cfg: dict | None):
     """``(labeler, table (V, E), valid Bool[V], words)`` from the model's aligner, or from ``labeler_cfg``."""
     aligner = getattr(model, "aligner", None)
@@ -188,9 +196,7 @@ def labeler_and_table(model, labeler_cfg: dict | None):
                 "'{\"type\": \"CLIPTopNLabeler\"}' to label its patches with the vision encoder's open_clip model"
             )
         return aligner.labeler, aligner.word_table, aligner.word_valid, list(aligner.words)
-    enc = model.vision_encoder
-    encoder_cfg = dict(model_name=enc.model_name, pretrained=enc.pretrained, dense_mode=enc.dense_mode)
-    labeler_cfg = share_tower(labeler_cfg, encoder_cfg, name="--labeler")
+    labeler_cfg = share_tower(labeler_cfg, encoder_tower_cfg(model.vision_encoder), name="--labeler")
     labeler = LABELERS.build(dict(labeler_cfg, device=labeler_cfg.get("device", "cpu")))
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer: the word table (Eq. 8) needs the LLM's tokenizer")
@@ -285,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             name = f"{stem}-{i}"
         used_names.add(name)
         per = "one label per patch" if k == 1 else f"one label per {k}×{k} window"
-        what = source.describe() + ("; vision encoder: RANDOM weights" if enc.pretrained is None else "")
+        random_tower = encoder_tower_cfg(enc).get("pretrained", "") is None
+        what = source.describe() + ("; vision encoder: RANDOM weights" if random_tower else "")
         title = (
             f"{Path(path).name}: nearest LLM word per visual token ({what})\n"
             f"green: among the labeler's top-{labeler.top_n} for the patch, red: not; {per}\n"

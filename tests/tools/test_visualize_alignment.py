@@ -114,3 +114,29 @@ def test_out_dir_with_files_is_refused_unless_force(demo, tmp_path):
         main([demo["ckpt"], demo["images"][0], "--out", str(out)])
     main([demo["ckpt"], demo["images"][0], "--out", str(out), "--force"])
     assert (out / "astronaut.png").is_file() and (out / "keep.txt").is_file()
+
+
+def test_a_model_without_aligner_is_labelled_with_labeler(demo, tmp_path):
+    words = demo["words"].read_text().split()
+    options = ["model.aligner=None", "model.trainable=[adapter]", "model.align_eval=None"]
+    with pytest.raises(ValueError, match="--labeler"):
+        main([DEMO, demo["images"][0], "--out", str(tmp_path / "none"), "--cfg-options", *options])
+    labeler = json.dumps(dict(type="CLIPTopNLabeler", word_list=str(demo["words"]), top_n=3))
+    summary = main([DEMO, demo["images"][0], "--out", str(tmp_path / "o"), "--labeler", labeler,
+                    "--cfg-options", *options])
+    record = json.loads((tmp_path / "o" / "astronaut.json").read_text())
+    assert summary["num_skipped"] == 0 and record["cells"]
+    for c in record["cells"]:
+        assert 1 <= len(c["labels"]) <= 3 and set(c["labels"]) <= set(words)
+
+
+def test_encoder_tower_cfg_names_the_tower_of_each_encoder_kind():
+    from alignkit.cli.visualize_alignment import encoder_tower_cfg
+    from alignkit.registry import MODELS
+
+    clip = dict(type="OpenCLIPVisionEncoder", model_name="alignkit-demo-vit", pretrained=None)
+    built = MODELS.build(dict(clip, init_empty=True))
+    assert encoder_tower_cfg(built) == dict(model_name="alignkit-demo-vit", pretrained=None,
+                                            dense_mode=built.dense_mode)
+    s2 = MODELS.build(dict(type="MultiScaleVisionEncoder", encoder=dict(clip, init_empty=True), scales=(64, 128)))
+    assert encoder_tower_cfg(s2) == encoder_tower_cfg(built)  # the wrapped tower's
