@@ -254,7 +254,12 @@ def write_answers(model, dataset, path: Path, model_id: str, gen: dict, seed: in
 
 
 def build_split_dataset(cfg, split: str):
-    dataset = DATASETS.build(cfg[f"{split}_dataloader"]["dataset"])
+    """The split's dataset for answering: its rows as training prepares them, without a label cache (answers need no
+    patch labels, and a row the cache lacks must still be answered)."""
+    dataset_cfg = dict(cfg[f"{split}_dataloader"]["dataset"])
+    if dataset_cfg.get("label_cache") is not None:
+        dataset_cfg["label_cache"] = None
+    dataset = DATASETS.build(dataset_cfg)
     missing = [a for a in ("template", "tokenizer", "get_data_info", "prepare_data") if not hasattr(dataset, a)]
     if missing:
         raise ValueError(f"{split}_dataloader.dataset is a {type(dataset).__name__}, without {missing}: answers are "

@@ -265,3 +265,12 @@ def test_bad_flags_are_argparse_errors(demo, capsys):
             main([demo["config"], demo["ckpt"], *argv])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_answers_do_not_read_the_splits_label_cache(demo, tmp_path):
+    """Answers need no patch labels: the split's label cache is not opened (here it does not even exist, which
+    would stop a metrics run), so a row the cache lacks is still answered."""
+    got = main([demo["config"], demo["ckpt"], "--no-metrics", "--work-dir", str(tmp_path / "w"), "--max-new-tokens",
+                "2", "--limit", "1", "--cfg-options", f"val_dataloader.dataset.label_cache={tmp_path / 'no_cache'}"])
+    assert (got["gen/answered"], got["gen/skipped"]) == (1, 0)
+    assert not (tmp_path / "no_cache").exists()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
 
 ARTICLES = frozenset({"a", "an", "the"})
 
@@ -51,12 +50,3 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def answer_scores(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
-    """``{'exact_match', 'token_f1'}``: the means over ``(prediction, reference)`` pairs (NaN for none)."""
-    pairs = list(pairs)
-    if not pairs:
-        return dict(exact_match=float("nan"), token_f1=float("nan"))
-    return dict(exact_match=sum(exact_match(p, r) for p, r in pairs) / len(pairs),
-                token_f1=sum(token_f1(p, r) for p, r in pairs) / len(pairs))
