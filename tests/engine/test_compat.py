@@ -153,3 +153,35 @@ def test_deepspeed_strategy_calls_the_checkpoint_hooks_before_saving(monkeypatch
     DeepSpeedStrategy.save_checkpoint(object(), "iter_2.pth", extra_ckpt={"meta": {}}, callback=hook,
                                       save_optimizer=True)
     assert saved == [("iter_2.pth", {"meta": {}, "hooked": 0}, {"save_optimizer": True})]
+
+
+def test_deepspeed_validation_runs_the_models_eval_mode(monkeypatch):
+    pytest.importorskip("deepspeed")
+    from mmengine._strategy.deepspeed import MMDeepSpeedEngineWrapper
+
+    # Restored after the test: the patch is process-wide.
+    monkeypatch.setattr(MMDeepSpeedEngineWrapper, "val_step", MMDeepSpeedEngineWrapper.val_step)
+    monkeypatch.setattr(MMDeepSpeedEngineWrapper, "test_step", MMDeepSpeedEngineWrapper.test_step)
+    assert not compat.deepspeed_eval_mode(Config(dict(strategy=dict(type="DDPStrategy"))))
+    assert compat.deepspeed_eval_mode(Config(dict(strategy=dict(type="DeepSpeedStrategy"))))
+    assert compat.deepspeed_eval_mode(Config(dict(strategy=dict(type="DeepSpeedStrategy"))))  # idempotent
+
+    class Module(torch.nn.Module):  # what the DeepSpeed engine wraps: a model with a preprocessor
+        def __init__(self, eval_mode=None):
+            super().__init__()
+            if eval_mode is not None:
+                self.eval_mode = eval_mode
+            self.data_preprocessor = lambda data, training: dict(data, preprocessed=not training)
+
+    class Engine(torch.nn.Module):  # the engine's forward is the module's, as DeepSpeedEngine's is
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, **data):
+            return data
+
+    for module, mode in ((Module("align"), "align"), (Module(), "predict")):
+        wrapper = MMDeepSpeedEngineWrapper(model=Engine(module))
+        for step in (wrapper.val_step, wrapper.test_step):
+            assert step(dict(x=1)) == dict(x=1, preprocessed=True, mode=mode)
