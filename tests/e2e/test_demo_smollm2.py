@@ -140,3 +140,41 @@ def test_export_to_transformers_llava_keeps_the_tied_embedding(smollm2_demo, tmp
     assert emb.shape == (49153, 576)
     torch.testing.assert_close(emb[:49152], trained, rtol=0, atol=0)
     assert exported.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # still tied
+
+
+def test_tools_test_answers_the_split_in_smollm2s_chat_format(smollm2_demo, smollm2_tokenizer, tmp_path,
+                                                              monkeypatch):
+    """tools/test.py on the stage-2 checkpoint: each held-out row prompted as SmolLM2's own chat template renders
+    it, answers stopping at <|im_end|>, the answer equal to the slow greedy loop's."""
+    from alignkit.cli.test import main as test_tool
+    from alignkit.models.llava_model import LLaVAModel
+
+    seen = []
+    real = LLaVAModel.generate
+
+    def spy(self, input_ids, images=None, *args, **kwargs):
+        seen.append((input_ids[0].tolist(), kwargs.get("eos_token_id")))
+        return real(self, input_ids, images, *args, **kwargs)
+
+    monkeypatch.setattr(LLaVAModel, "generate", spy)
+    answers_file = tmp_path / "answers.jsonl"
+    got = test_tool([str(smollm2_demo["s2"] / "demo_smollm2_finetune.py"), smollm2_demo["ckpt"], "--no-metrics",
+                     "--limit", "2", "--max-new-tokens", "8", "--work-dir", str(tmp_path / "w"),
+                     "--answers-file", str(answers_file)])
+    assert (got["gen/answered"], got["gen/skipped"]) == (2, 0)
+    rows = json.loads((smollm2_demo["base"] / "data" / "demo_pretrain.json").read_text())[-6:]  # the held-out rows
+    encode = smollm2_tokenizer
+    im_end = smollm2_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for (ids, stops), row in zip(seen, rows):
+        text = smollm2_tokenizer.apply_chat_template(
+            [{"role": "user", "content": row["conversations"][0]["value"]}], tokenize=False,
+            add_generation_prompt=True)
+        before, after = text.split("<image>")
+        assert ids == (encode(before, add_special_tokens=False)["input_ids"] + [IMAGE_TOKEN_INDEX]
+                       + encode(after, add_special_tokens=False)["input_ids"])
+        assert im_end in stops
+    answers = [json.loads(line) for line in answers_file.read_text().splitlines()]
+    question = rows[0]["conversations"][0]["value"].replace("<image>", "").strip()
+    image = smollm2_demo["base"] / "data" / rows[0]["image"]
+    reference, _ = _reference_greedy(smollm2_demo["ckpt"], str(image), question, 8)
+    assert answers[0]["text"] == reference.strip() and answers[0]["prompt"] == question
