@@ -11,8 +11,8 @@ implementation at the bottom of this file.
 from __future__ import annotations
 
 import json
-import sys
-import unicodedata
+import re
+import string
 from collections import Counter
 from pathlib import Path
 
@@ -32,12 +32,20 @@ N = 5  # new tokens per answer
 
 
 # ---------------------------------------------------------------------------------------------- references
-_PUNCTUATION = {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c))[0] == "P"}
-
-
 def ref_normalise(text: str) -> list[str]:
-    """docs/evaluation.md's rule: lower-case, delete Unicode punctuation, split, drop a/an/the."""
-    return [t for t in text.lower().translate(_PUNCTUATION).split() if t not in ("a", "an", "the")]
+    """SQuAD v2's rule, character by character: lower-case, drop ASCII punctuation, split, drop a/an/the.
+
+    Articles go as whole words; SQuAD's ``\\b`` regex also cuts one off a symbol (``a+b`` -> ``+b``),
+    which splitting at every non-word character and dropping article pieces reproduces.
+    """
+    kept = "".join(c for c in text.lower() if c not in string.punctuation)
+    out = []
+    for token in kept.split():
+        pieces = re.split(r"(\W+)", token)  # words and the runs of non-word characters between them
+        joined = "".join(p for p in pieces if p not in ("a", "an", "the"))
+        if joined:
+            out.append(joined)
+    return out
 
 
 def ref_scores(prediction: str, reference: str) -> tuple[float, float]:
@@ -53,8 +61,9 @@ def ref_scores(prediction: str, reference: str) -> tuple[float, float]:
     ("The cat!", "cat", 1.0, 1.0),                      # case, article, punctuation
     ("a red cup", "red cup on the table", 0.0, 2 / 3),   # red cup | red cup on table: P 1, R 1/2, 2PR/(P+R)
     ("don't  stop", "Dont stop.", 1.0, 1.0),             # the apostrophe is deleted, spaces collapse
-    ("«Paris»", "paris", 1.0, 1.0),                      # Unicode punctuation (Pi/Pf)
-    ("1+1", "1 + 1", 0.0, 0.0),                          # symbols are not punctuation
+    ("«Paris»", "paris", 0.0, 0.0),                      # only ASCII punctuation goes (SQuAD)
+    ("1+1", "1 + 1", 0.0, 0.0),                          # '+' is ASCII punctuation, deleted: "11" vs "1 1"
+    ("a×b", "×b", 1.0, 1.0),                             # SQuAD's \\b regex cuts an article off a symbol
     ("the", "", 1.0, 1.0),                               # both empty after normalisation
     ("", "cat", 0.0, 0.0),
     ("cat cat dog", "cat dog dog", 0.0, 2 / 3),          # multisets: shared {cat, dog}, P = R = 2/3

@@ -1,16 +1,13 @@
 """Reference metrics of generated answers: exact match and token F1 after normalisation (plain strings, no model).
 
 ``tools/test.py`` scores each generated answer against the row's reference
-(the last ``gpt`` turn of its LLaVA conversation). The rule is SQuAD's
-(``evaluate-v2.0.py``), written here, with Unicode punctuation and articles
-dropped as whole tokens:
+(the last ``gpt`` turn of its LLaVA conversation) with SQuAD v2's rule
+(``evaluate-v2.0.py``), so the numbers are the ones the field's script gives:
 
-- normalise: lower-case; delete every punctuation character (Unicode
-  category ``P*``: ``"``, ``—`` and ``¿`` as well as ASCII ``.,!?``;
-  ``don't`` becomes ``dont``); split on whitespace; drop the tokens ``a``,
-  ``an`` and ``the``; join with single spaces. (SQuAD drops articles with a
-  ``\b`` regex, which also splits them off a symbol such as ``a+b``; symbols
-  (``+``, ``$``) are not punctuation and stay part of their token here.)
+- normalise: lower-case; delete every ASCII punctuation character
+  (``string.punctuation``: ``don't`` becomes ``dont``); delete the words
+  ``a``, ``an`` and ``the`` (whole words: a regex with word boundaries, so
+  ``a+b`` loses its ``a`` too, as in SQuAD); collapse whitespace.
 - exact match: the two normalised strings are equal (1.0, else 0.0);
 - token F1: the normalised strings split on whitespace; precision and recall
   of the multiset of shared tokens; F1 = 2PR / (P + R); when either side has
@@ -23,16 +20,17 @@ them to compare checkpoints on the same split, and a benchmark suite
 """
 from __future__ import annotations
 
-import unicodedata
+import re
+import string
 from collections import Counter
 
-ARTICLES = frozenset({"a", "an", "the"})
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
 def normalize_answer(text: str) -> str:
-    """``text`` lower-cased, without punctuation and articles, whitespace collapsed (module docstring)."""
-    text = "".join(c for c in text.lower() if not unicodedata.category(c).startswith("P"))  # "don't" -> "dont"
-    return " ".join(t for t in text.split() if t not in ARTICLES)
+    """``text`` lower-cased, without ASCII punctuation and articles, whitespace collapsed (module docstring)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
 def exact_match(prediction: str, reference: str) -> float:
