@@ -32,6 +32,7 @@ from alignkit.engine.metrics import (
 from alignkit.registry import METRICS, MODELS
 from alignkit.structures import PatchLabels
 from alignkit.testing.demo import write_demo_data
+from alignkit.word_table import build_word_table
 
 SEEDS = st.integers(0, 2**31 - 1)
 
@@ -339,6 +340,23 @@ def test_a_model_without_aligner_is_measured_with_align_eval_labeler():
     vocab_model = MODELS.build(_model_cfg(aligner=False, align_eval=dict(labeler=dict(LABELER), agreement="vocab")))
     assert vocab_model.align_evaluator.word_tokens.shape[0] == len(WORDS)
     assert len(vocab_model.eval().val_step(_batch(vocab_model)[0])) == 2
+
+
+def test_its_own_word_table_follows_the_llms_embeddings():
+    model = MODELS.build(_model_cfg(aligner=False, align_eval=dict(labeler=dict(LABELER)))).eval()
+    embed, evaluator = model.llm.get_input_embeddings(), model.align_evaluator
+    assert not evaluator.refresh(model.tokenizer, embed)  # nothing changed: no rebuild
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    weight_key = next(k for k, v in model.state_dict().items() if v.data_ptr() == embed.weight.data_ptr())
+    state[weight_key] = state[weight_key] * 2 + 1  # as a stage-2 checkpoint brings other embeddings
+    model.load_state_dict(state)
+    model.val_step(_batch(model)[0])  # validation scores against the loaded embeddings
+    expected = build_word_table(model.tokenizer, embed, list(WORDS), on_empty="mask").table
+    assert torch.equal(evaluator.word_table, expected)
+    with torch.no_grad():
+        embed.weight.add_(0.5)  # as an optimiser step does, in place
+    assert evaluator.refresh(model.tokenizer, embed) and not evaluator.refresh(model.tokenizer, embed)
+    assert torch.equal(evaluator.word_table, build_word_table(model.tokenizer, embed, list(WORDS), on_empty="mask").table)
 
 
 def test_a_model_with_nothing_to_label_validates_by_generation():

@@ -8,7 +8,9 @@ fields), so no (P, E) tensor leaves the device. No LLM forward: only its input
 embeddings (the word table of Eq. 8, the caption tokens of TACS).
 
 The word table is the aligner's when the labeler's words are the aligner's
-(no second (V, E) copy), else one built here from the LLM's embeddings.
+(no second (V, E) copy), else one built here from the LLM's embeddings and
+rebuilt when they change (a stage-2 run trains them; a checkpoint loads
+others), so the metrics never score against stale embeddings.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from alignkit.engine.metrics.functional import label_ranks, nearest_word_hits, tacs
-from alignkit.models.zero3 import gathered
+from alignkit.models.zero3 import gathered, is_partitioned
 from alignkit.structures import PatchLabels
 from alignkit.utils.validate import check_choice, check_int
 from alignkit.word_table import build_word_table, word_token_ids
@@ -69,6 +71,8 @@ class AlignmentEvaluator(nn.Module):
         self.register_buffer("word_valid", None, persistent=False)
         self.register_buffer("word_tokens", None, persistent=False)
         self.uses_aligner_table = False
+        self._words: list[str] | None = None  # of its own table
+        self._table_version: int | None = None  # the embedding's version counter when its own table was built
 
     def build_tables(self, tokenizer, embedding: nn.Embedding, aligner=None) -> None:
         """The word table (and, for agreement='vocab', each word's token ids) the measurements score against."""
@@ -80,8 +84,8 @@ class AlignmentEvaluator(nn.Module):
             words = aligner_words
             self.uses_aligner_table = True  # no second (V, E) buffer: .to() would copy it twice
         elif words is not None:
-            table = build_word_table(tokenizer, embedding, list(words), on_empty="mask")
-            self.word_table, self.word_valid = table.table.detach(), table.valid
+            self._words = list(words)
+            self._build_own_table(tokenizer, embedding)
         if words is not None and self.agreement == "vocab":
             ids = word_token_ids(tokenizer, list(words))
             width = max((len(i) for i in ids), default=0) or 1
@@ -89,6 +93,22 @@ class AlignmentEvaluator(nn.Module):
             for i, row in enumerate(ids):  # once, at build time
                 tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             self.word_tokens = tokens
+
+    def _build_own_table(self, tokenizer, embedding: nn.Embedding) -> None:
+        table = build_word_table(tokenizer, embedding, self._words, on_empty="mask")
+        self.word_table, self.word_valid = table.table.detach(), table.valid
+        self._table_version = embedding.weight._version
+
+    def refresh(self, tokenizer, embedding: nn.Embedding) -> bool:
+        """Rebuild its own word table when the LLM's embeddings changed since it was built (stage 2 trains them;
+        a checkpoint loads others); returns whether it did. The check is the weight's in-place version counter,
+        which every optimiser step and ``load_state_dict`` bump: free when nothing changed. (The aligner's table,
+        when it is the one scored, is the aligner's to keep: ``LLaVAModel`` rebuilds it after loading weights.)"""
+        weight = embedding.weight
+        if self.word_table is None or is_partitioned(weight) or weight._version == self._table_version:
+            return False
+        self._build_own_table(tokenizer, embedding)
+        return True
 
     def tables(self, aligner=None) -> tuple[Tensor | None, Tensor | None]:
         """The (V, E) word table and Bool[V] valid rows scored against."""
@@ -103,6 +123,7 @@ class AlignmentEvaluator(nn.Module):
     @torch.no_grad()
     def forward(self, model, inputs: dict, patch_labels: PatchLabels | None) -> list[dict]:
         """One dict per image row of ``inputs`` (``llava_collate``'s) for ``AlignmentMetric``."""
+        self.refresh(model.tokenizer, model.llm.get_input_embeddings())
         table, valid = self.tables(model.aligner)
         if table is None:
             raise ValueError("mode='align' needs a word table: give the model an aligner or align_eval.labeler")
