@@ -166,6 +166,14 @@ def _one_process_val_metrics(state: dict, text_bank, assets: dict, monkeypatch) 
     return {f"align/{k}": v for k, v in metric.compute_metrics(metric.results).items()}
 
 
+def _how_it_differs(got: torch.Tensor, final: torch.Tensor, middle: torch.Tensor) -> str:
+    """A failure message: dtype, shape, max |Δ| to the final weights, and whether it is iteration 2's."""
+    if got.shape != final.shape or got.dtype != final.dtype:
+        return f"{got.dtype} {tuple(got.shape)} vs final {final.dtype} {tuple(final.shape)}"
+    return (f"max |Δ| {float((got - final).abs().max()):.3g} to the final weights, "
+            f"equal to iteration 2's: {torch.equal(got, middle)}")
+
+
 def _check_llava_projector(work, adapter_state: dict) -> None:
     # LLaVA's mm_projector.bin beside the artifact, from the same gathered weights: MLPAdapter's `layers.i`
     # is LLaVA's `model.mm_projector.i`.
@@ -228,5 +236,8 @@ def test_stage2_under_zero3_resumes_bitwise_and_writes_the_adapter(stage1_zero3,
         assert not all(torch.equal(a[k], middle[k]) for k in trained if k.startswith(part)), part
     for work, final in ((full, a), (resumed, b)):
         art = load_adapter(work / "adapter.safetensors")
-        assert art.adapter_state and all(torch.equal(v, final[f"adapter.{k}"]) for k, v in art.adapter_state.items())
+        assert art.adapter_state.keys() == {k[len("adapter."):] for k in final if k.startswith("adapter.")}
+        differ = {k: _how_it_differs(v, final[f"adapter.{k}"], middle[f"adapter.{k}"])
+                  for k, v in art.adapter_state.items() if not torch.equal(v, final[f"adapter.{k}"])}
+        assert not differ, f"{work.name}/adapter.safetensors is not the final adapter: {differ}"
         _check_llava_projector(work, art.adapter_state)
