@@ -60,15 +60,16 @@ def tiny_model_cfg(aligner: bool = True, **overrides) -> dict:
     return cfg
 
 
-def tiny_batch(model, b: int = 3, text_only_row: int = 1, seed: int = 0) -> dict:
+def tiny_batch(model, b: int = 3, text_only_row: int = 1, seed: int = 0, eos: bool = False) -> dict:
     """A ``llava_collate``-style batch of ``b`` short captions for ``model`` (64 px images); row
-    ``text_only_row`` has no image (-1: every row has one)."""
+    ``text_only_row`` has no image (-1: every row has one); ``eos``: image rows end with the EOS token."""
     g = torch.Generator().manual_seed(seed)
     tok = model.tokenizer
     rows = []
     for i in range(b):
         ids = tok("a cat on the grass near a red car", add_special_tokens=False)["input_ids"][: 4 + i]
-        rows.append(ids if i == text_only_row else [tok.bos_token_id, IMAGE_TOKEN_INDEX, *ids])
+        end = [tok.eos_token_id] if eos else []
+        rows.append(ids if i == text_only_row else [tok.bos_token_id, IMAGE_TOKEN_INDEX, *ids, *end])
     t = max(map(len, rows))
     input_ids = torch.full((b, t), tok.pad_token_id)
     attention = torch.zeros(b, t, dtype=torch.bool)

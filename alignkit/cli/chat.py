@@ -46,17 +46,16 @@ from alignkit.cli import console, plain
 from alignkit.cli.common import (  # noqa: F401  (conversation_prompt, prompt_ids: chat's API, kept importable here)
     build_model,
     conversation_prompt,
+    load_weights,
     prompt_ids,
     resolve,
     sampling_kwargs,
-    state_dict_diff,
     stop_token_ids,
 )
 from alignkit.datasets.image_io import ImageError, ImageNotFound, open_image
 from alignkit.datasets.templates import get_template
-from alignkit.engine.compat import load_checkpoint_file
 from alignkit.export.hf import expand_image_placeholders, image_processor_of, template_of
-from alignkit.export.llava_projector import LLAVA_PREFIX
+from alignkit.export.llava_projector import read_llava_projector
 
 EXIT_WORDS = ("exit", "quit")
 
@@ -173,30 +172,9 @@ def chat_config(cfg: Config) -> Config:
     return cfg
 
 
-def load_checkpoint_weights(model, checkpoint: str) -> None:
-    """The checkpoint's weights into the chat model (built without the aligner): its ``aligner.*`` keys are left out."""
-    ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"checkpoint {checkpoint!r} holds no state_dict")
-    state = {k: v for k, v in state.items() if not k.startswith("aligner.")}
-    diffs = state_dict_diff(state, model.state_dict())
-    if diffs:
-        key, a, b = diffs[0]
-        raise ValueError(
-            f"checkpoint {checkpoint!r} does not fit the config's model ({len(diffs)} key(s) differ); first: "
-            f"{key!r}: checkpoint {a}, model {b}. Was it trained with another config?")
-    model.load_state_dict(state, strict=True)
-
-
 def load_projector(model, projector: str) -> None:
     """LLaVA's ``mm_projector.bin`` (``model.mm_projector.*``) into ``model.adapter``; ValueError naming the file."""
-    state = load_checkpoint_file(projector, map_location="cpu")
-    if not isinstance(state, dict):
-        raise ValueError(f"--projector {projector!r} holds a {type(state).__name__}, not LLaVA's mm_projector state dict")
-    own = {k[len(LLAVA_PREFIX):]: v for k, v in state.items() if k.startswith(LLAVA_PREFIX)}
-    if not own:
-        raise ValueError(f"--projector {projector!r} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")
+    own = read_llava_projector(projector, name=f"--projector {projector!r}")
     try:
         model.adapter.from_llava_state_dict(own)
     except (RuntimeError, KeyError, ValueError) as err:
@@ -248,7 +226,7 @@ def load_backend(args, parser):
     if args.projector is not None:
         load_projector(model, args.projector)
     else:
-        load_checkpoint_weights(model, args.model)
+        load_weights(model, args.model, leave_out=("aligner.",))  # the chat model has no aligner
     if not args.autocast:
         model.autocast_dtype = None
     return AlignkitChat(model, cfg, template_of(cfg, args.template), image_processor_of(cfg, model))

@@ -130,12 +130,18 @@ def state_dict_diff(have: dict, want: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def load_weights(model, checkpoint: str) -> None:
-    """Load ``checkpoint``'s ``state_dict`` into ``model``, strictly; ValueError naming the first differing key."""
+def load_weights(model, checkpoint: str, leave_out: tuple[str, ...] = ()) -> None:
+    """Load ``checkpoint``'s ``state_dict`` into ``model``, strictly; ValueError naming the first differing key.
+
+    Keys starting with one of ``leave_out`` are dropped first (the chat model is built without its aligner:
+    ``('aligner.',)``).
+    """
     ckpt = load_checkpoint_file(checkpoint, map_location="cpu")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state:
         raise ValueError(f"checkpoint {checkpoint!r} holds no state_dict")
+    if leave_out:
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(leave_out))}
     diffs = state_dict_diff(state, model.state_dict())
     if diffs:
         key, a, b = diffs[0]

@@ -58,13 +58,21 @@ def to_llava(src: str, dst: str, adapter_config: dict | None = None) -> str:
     return adapter.llava_projector_type
 
 
-def to_alignkit(src: str, dst: str) -> str:
+def read_llava_projector(src: str, name: str | None = None) -> dict:
+    """LLaVA's ``mm_projector.bin`` (weights-only) as the projector's own keys (``0.weight``, ...);
+    ValueError naming the file (as ``name``, e.g. ``--projector 'x.bin'``) when it is not one."""
+    name = name or repr(src)
     state = load_checkpoint_file(src, map_location="cpu")
     if not isinstance(state, dict):
-        raise ValueError(f"{src!r} holds a {type(state).__name__}, not a state dict; is it LLaVA's mm_projector.bin?")
+        raise ValueError(f"{name} holds a {type(state).__name__}, not a state dict; is it LLaVA's mm_projector.bin?")
     own = {k[len(LLAVA_PREFIX):]: v for k, v in state.items() if k.startswith(LLAVA_PREFIX)}
     if not own:
-        raise ValueError(f"{src!r} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")
+        raise ValueError(f"{name} has no {LLAVA_PREFIX}* keys; is it LLaVA's mm_projector.bin?")
+    return own
+
+
+def to_alignkit(src: str, dst: str) -> str:
+    own = read_llava_projector(src)
     adapter = ADAPTERS.build(_mlp_config_from_llava(own))
     adapter.from_llava_state_dict(own)
     save_adapter(dst, adapter)

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from helpers import tiny_model_cfg
+from helpers import tiny_batch, tiny_model_cfg
 from mmengine.config import Config
 
 import alignkit.testing.demo  # noqa: F401  (registers the demo CLIP config and demo_tokenizer)
-from alignkit.datasets.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from alignkit.datasets.constants import IGNORE_INDEX
 from alignkit.engine.metrics import (
     AlignmentMetric,
     label_cosine,
@@ -272,24 +272,12 @@ def _model_cfg(aligner: bool, **extra) -> dict:
 
 
 def _batch(model, b=3, text_only_row=1, seed=0):
-    g = _gen(seed)
-    tok = model.tokenizer
-    rows = []
-    for i in range(b):
-        ids = tok("a cat on the grass near a red car", add_special_tokens=False)["input_ids"][: 4 + i]
-        rows.append(ids if i == text_only_row else [tok.bos_token_id, IMAGE_TOKEN_INDEX, *ids, tok.eos_token_id])
-    t = max(map(len, rows))
-    input_ids = torch.full((b, t), tok.pad_token_id)
-    attention = torch.zeros(b, t, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        attention[i, : len(r)] = True
-    labels = input_ids.masked_fill(~attention | (input_ids == IMAGE_TOKEN_INDEX), IGNORE_INDEX)
-    labels[:, 0] = IGNORE_INDEX  # the BOS carries no label
-    has_image = torch.tensor([i != text_only_row for i in range(b)])
-    images = torch.randn(b, 3, 64, 64, generator=g) * has_image[:, None, None, None]
-    return dict(inputs=dict(input_ids=input_ids, attention_mask=attention, labels=labels, images=images,
-                            has_image=has_image), data_samples=dict(patch_labels=None)), rows
+    """tests/helpers.tiny_batch with EOS-ended captions and no label on column 0 (the BOS), and each row's ids."""
+    batch = tiny_batch(model, b, text_only_row, seed, eos=True)
+    inputs = batch["inputs"]
+    inputs["labels"][:, 0] = IGNORE_INDEX  # the BOS carries no label
+    rows = [ids[mask].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    return batch, rows
 
 
 @pytest.fixture(autouse=True)
