@@ -18,7 +18,7 @@ import open_clip
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignkit.utils.validate import check_int
+from alignkit.utils.validate import check_image_batch, check_int
 
 INTERPOLATION = "bicubic"  # s2wrapper's resize of the input to each scale (fp32, align_corners=False)
 
@@ -50,14 +50,7 @@ def check_scales(scales, base: int) -> tuple[int, ...]:
 
 def check_input(images, side: int) -> None:
     """ValueError unless ``images`` is (B, 3, side, side): S² takes its images at the largest scale."""
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (B, 3, {side}, {side}) tensor (the largest S² scale), got {shape}")
-    if tuple(images.shape[2:]) != (side, side):
-        raise ValueError(
-            f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {side}x{side} "
-            "(S²'s largest scale); preprocess with the S² encoder's or labeler's `transform`"
-        )
+    check_image_batch(images, (side, side), "the S² encoder's or labeler's `transform`", note=" (S²'s largest scale)")
 
 
 def resize(images: Tensor, side: int) -> Tensor:

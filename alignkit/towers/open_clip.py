@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignkit.utils.validate import as_pair, check_int
+from alignkit.utils.validate import as_pair, check_image_batch, check_int
 
 
 def _is_open_clip_vit(visual) -> bool:
@@ -95,15 +95,7 @@ def tower_input_dtype(visual) -> torch.dtype:
 
 def check_images(visual, images: Tensor) -> None:
     """ValueError unless ``images`` is (B, 3, H, W) at the tower's input size."""
-    h, w = tower_image_size(visual)
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (B, 3, {h}, {w}) tensor, got {shape}")
-    if tuple(images.shape[2:]) != (h, w):
-        raise ValueError(
-            f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {h}x{w}; "
-            f"preprocess with the labeler's `transform`"
-        )
+    check_image_batch(images, tower_image_size(visual), "the labeler's `transform`")
 
 
 # --------------------------------------------------------------------------- block runners

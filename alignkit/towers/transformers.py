@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignkit.towers.open_clip import DenseMode
-from alignkit.utils.validate import as_pair
+from alignkit.utils.validate import as_pair, check_image_batch
 
 
 BACKEND = "transformers"
@@ -125,15 +125,7 @@ def tower_input_dtype(model) -> torch.dtype:
 
 def check_images(model, images: Tensor) -> None:
     """ValueError unless ``images`` is (B, 3, H, W) at the tower's input size."""
-    h, w = tower_image_size(model)
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (B, 3, {h}, {w}) tensor, got {shape}")
-    if tuple(images.shape[2:]) != (h, w):
-        raise ValueError(
-            f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {h}x{w}; "
-            f"preprocess with the labeler's / encoder's `transform` (HFImageProcessor)"
-        )
+    check_image_batch(images, tower_image_size(model), "the labeler's / encoder's `transform` (HFImageProcessor)")
 
 
 # --------------------------------------------------------------------------- dense modes

@@ -94,6 +94,18 @@ def as_pair(name: str, value: Any) -> tuple[int, int]:
     raise ValueError(f"{name} must be a positive int or a pair (H, W) of them, got {value!r}")
 
 
+def check_image_batch(images: Any, size: tuple[int, int], preprocess: str, note: str = "") -> None:
+    """ValueError unless ``images`` is a (B, 3, H, W) tensor at ``size`` (H, W); the message names the
+    expected size (with ``note`` after it) and what to ``preprocess`` with."""
+    h, w = size
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, 3, {h}, {w}) tensor{note}, got {shape}")
+    if tuple(images.shape[2:]) != (h, w):
+        raise ValueError(f"images are {images.shape[2]}x{images.shape[3]} pixels but the encoder expects {h}x{w}"
+                         f"{note}; preprocess with {preprocess}")
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
