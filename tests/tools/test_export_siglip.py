@@ -11,6 +11,7 @@ import open_clip
 import pytest
 import timm
 import torch
+from helpers import tiny_model_cfg
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
@@ -80,16 +81,8 @@ def test_siglip_mapping_equals_timm_at_every_block_and_the_pooled_output():
 
 @pytest.fixture(scope="module")
 def siglip_llava():
-    cfg = dict(
-        type="LLaVAModel",
-        vision_encoder=dict(type="OpenCLIPVisionEncoder", model_name=TOWER, pretrained=None),
-        adapter=dict(type="MLPAdapter", depth=2, act="GELU"),
-        llm=dict(pretrained=None, config=dict(
-            model_type="llama", vocab_size=None, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)),
-        tokenizer=dict(type="demo_tokenizer"),
-        trainable=["adapter"],
-    )
+    cfg = tiny_model_cfg(aligner=False,  # tests/helpers' tiny model with the SigLIP tower
+                         vision_encoder=dict(type="OpenCLIPVisionEncoder", model_name=TOWER, pretrained=None))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2)
         model = MODELS.build(cfg).eval()
