@@ -59,12 +59,19 @@ def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | Non
     return len(header).to_bytes(8, "little") + header + raw[8 + n:]
 
 
-def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None) -> str:
-    """Write the artifact (atomically: a temp file renamed into place; byte-reproducible). Returns the path."""
-    tensors = {ADAPTER_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in adapter.state_dict().items()}
+def save_adapter(path: str | os.PathLike, adapter: nn.Module, align_loss: nn.Module | None = None,
+                 adapter_state: dict | None = None, loss_state: dict | None = None) -> str:
+    """Write the artifact (atomically: a temp file renamed into place; byte-reproducible). Returns the path.
+
+    ``adapter_state``/``loss_state``: the weights to write instead of the modules' own ``state_dict()``
+    (``AdapterArtifactHook`` passes ZeRO-3's whole weights, ``alignkit.models.zero3.full_state_dict``).
+    """
+    adapter_state = adapter.state_dict() if adapter_state is None else adapter_state
+    tensors = {ADAPTER_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in adapter_state.items()}
     temperature = ""
     if align_loss is not None:
-        tensors.update({LOSS_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in align_loss.state_dict().items()})
+        loss_state = align_loss.state_dict() if loss_state is None else loss_state
+        tensors.update({LOSS_PREFIX + k: v.detach().to("cpu").contiguous() for k, v in loss_state.items()})
         temperature = repr(float(getattr(align_loss, "temperature", float("nan"))))
     metadata = {
         "format": FORMAT,

@@ -21,7 +21,10 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["full_shape", "gathered", "is_partitioned", "register_params_read_outside_forward", "zero3_enabled"]
+__all__ = [
+    "full_shape", "full_state_dict", "gathered", "is_partitioned", "register_params_read_outside_forward",
+    "zero3_enabled",
+]
 
 
 def is_partitioned(param: torch.Tensor) -> bool:
@@ -45,6 +48,34 @@ def gathered(params: Iterable[torch.Tensor]) -> Iterator[None]:
 
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         yield
+
+
+def _has_master(param: torch.Tensor) -> bool:
+    """A partitioned parameter that ZeRO-3's optimizer holds an fp32 master copy of (a trained one)."""
+    return is_partitioned(param) and param.requires_grad and getattr(param, "_z3_optimizer", None) is not None
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with every tensor whole, detached, on the CPU, a copy (collective under ZeRO-3).
+
+    A trained partitioned parameter is read from the optimizer's fp32 master copy
+    (``deepspeed.utils.safe_get_full_fp32_param``, cast to the parameter's dtype),
+    not through ``gathered``: DeepSpeed's gather skips a parameter its prefetcher
+    already marked available, and on CPU ranks such a parameter was seen to hold
+    the bytes of another (a vision-tower bias in place of the adapter's last bias,
+    in one CI run in three). Other partitioned parameters are gathered.
+    """
+    params = dict(module.named_parameters())
+    masters = {name for name, p in params.items() if _has_master(p)}
+    state = {}
+    with gathered(p for name, p in params.items() if name not in masters):
+        for name, value in module.state_dict(keep_vars=True).items():
+            if name in masters:
+                from deepspeed.utils import safe_get_full_fp32_param
+
+                value = safe_get_full_fp32_param(params[name]).to(params[name].dtype)
+            state[name] = value.detach().to("cpu", copy=True).contiguous()
+    return state
 
 
 def zero3_enabled() -> bool:

@@ -10,8 +10,9 @@ reads; ``alignkit.export.llava_projector``) when the adapter has a LLaVA
 equivalent, so a run can be handed to LLaVA's own code from any stage.
 
 Under DeepSpeed ZeRO-3 the adapter's parameters are partitioned: every rank
-gathers them (a collective; ``FlexibleRunner`` calls the hooks on every rank,
-see fix 7 in ``alignkit.engine.compat``) and rank 0 writes the file.
+reads them whole (``alignkit.models.zero3.full_state_dict``: the optimizer's
+fp32 master copy; a collective, and ``FlexibleRunner`` calls the hooks on every
+rank, see fix 7 in ``alignkit.engine.compat``) and rank 0 writes the file.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from alignkit.export.artifact import save_adapter
-from alignkit.models.zero3 import gathered
+from alignkit.models.zero3 import full_state_dict, gathered
 from alignkit.registry import HOOKS
 from alignkit.utils.io import atomic_path
 
@@ -60,16 +61,20 @@ class AdapterArtifactHook(Hook):
             raise ValueError(f"AdapterArtifactHook needs a model with an `adapter`, got {type(model).__name__}")
         aligner = getattr(model, "aligner", None)
         loss = None if aligner is None else aligner.loss
-        params = [*model.adapter.parameters(), *(loss.parameters() if loss is not None else ())]
-        with gathered(params):  # ZeRO-3: whole on every rank for this block
+        # Whole weights on every rank (collective under ZeRO-3), written by rank 0.
+        adapter_state = full_state_dict(model.adapter)
+        loss_state = None if loss is None else full_state_dict(loss)
+        llava = getattr(model.adapter, "llava_projector_type", None) is not None and self.llava_projector is not None
+        llava_state = full_state_dict(model.adapter._require_llava()) if llava else None
+        with gathered(() if loss is None else loss.parameters()):  # the temperature in the metadata
             if is_main_process():
-                save_adapter(self.path(runner), model.adapter, loss)
-                self._write_llava(runner, model.adapter)
+                save_adapter(self.path(runner), model.adapter, loss, adapter_state=adapter_state, loss_state=loss_state)
+                self._write_llava(runner, model.adapter, llava_state)
 
-    def _write_llava(self, runner, adapter) -> None:
+    def _write_llava(self, runner, adapter, llava_state: dict | None) -> None:
         if self.llava_projector is None:
             return
-        if getattr(adapter, "llava_projector_type", None) is None:
+        if llava_state is None:
             if not self._said_no_llava:
                 print_log(f"{type(adapter).__name__} has no LLaVA mm_projector equivalent: no {self.llava_projector}",
                           logger="current")
@@ -78,7 +83,7 @@ class AdapterArtifactHook(Hook):
         # Imported here: alignkit.export.llava_projector imports alignkit.engine (its weights-only loader).
         from alignkit.export.llava_projector import LLAVA_PREFIX
 
-        state = {k: v.detach().clone().contiguous() for k, v in adapter.to_llava_state_dict(LLAVA_PREFIX).items()}
+        state = {LLAVA_PREFIX + k: v for k, v in llava_state.items()}  # to_llava_state_dict's keys
         with atomic_path(os.path.join(runner.work_dir, self.llava_projector)) as tmp:
             torch.save(state, tmp)
 
